@@ -1,0 +1,16 @@
+"""The one time seam: services ask `now()`; tests patch it instead of sleeping."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from django.utils import timezone
+
+
+def now() -> datetime:
+    return timezone.now()
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from accounts import views as account_views
+from jiraconnect import views
+
+admin.site.site_header = "jiraconnect support"
+admin.site.site_title = "jiraconnect support"
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="settings", permanent=False), name="home"),
+    path("accounts/", include("accounts.urls")),
+    path("settings/", account_views.settings_page, name="settings"),
+    path("integrations/jira/", include("integrations.urls")),
+    path("jira/", include("integrations.jira_urls")),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

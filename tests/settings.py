@@ -1,0 +1,37 @@
+"""Test settings: the real settings module, fed a fixed test environment.
+
+Only DATABASE_URL comes from outside, so one suite runs on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.update(
+    {
+        "DEBUG": "true",
+        "SECRET_KEY": "test-secret-key-" + "x" * 50,
+        "FERNET_KEYS": "dGVzdC1mZXJuZXQta2V5LTAwMDAwMDAwMDAwMDAwMDA=",
+        "ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",
+        "ATLASSIAN_CLIENT_ID": "test-client-id",
+        "ATLASSIAN_CLIENT_SECRET": "test-client-secret-do-not-log",
+        "ATLASSIAN_REDIRECT_URI": "https://portal.example/integrations/jira/callback/",
+        "ATLASSIAN_SCOPES": "read:jira-work read:jira-user read:me offline_access",
+        "ATLASSIAN_AUTH_URL": "https://auth.atlassian.com",
+        "ATLASSIAN_API_URL": "https://api.atlassian.com",
+        "EMAIL_URL": "consolemail://",
+        "SITE_URL": "http://testserver",
+        "LOG_LEVEL": "INFO",
+    }
+)
+os.environ.setdefault("DATABASE_URL", "sqlite:///" + os.path.join(os.path.dirname(__file__), "..", "test-db.sqlite3"))
+
+from jiraconnect.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not :memory:, so subprocess tests (refresh_tokens in several processes)
+    # share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}  # noqa: F405
