@@ -33,5 +33,7 @@ STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticF
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not :memory:, so subprocess tests (refresh_tokens in several processes)
-    # share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}  # noqa: F405
+    # share the test database. TEST_SQLITE_PATH lets parallel runs keep apart.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_SQLITE_PATH", str(BASE_DIR / "test-db.sqlite3"))}  # noqa: F405
+else:
+    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_PG_NAME", "test_jiraconnect")}  # noqa: F405
