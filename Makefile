@@ -4,6 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+SANDBOX_PORT ?= 8001
 
 .PHONY: run test lint typecheck pytest bench proof clean
 
@@ -25,7 +26,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
 
 run: $(VENV)/.runtime .env
 	$(PY) manage.py migrate --noinput
-	$(PY) scripts/run.py --host $(HOST) --port $(PORT)
+	$(PY) scripts/run.py --host $(HOST) --port $(PORT) --sandbox-port $(SANDBOX_PORT)
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -34,10 +35,16 @@ def signup(request: HttpRequest) -> HttpResponse:
         return redirect(safe_next(request, settings.LOGIN_REDIRECT_URL))
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user, backend="accounts.backends.EmailBackend")
-        messages.success(request, "Welcome! Your account is ready.")
-        return redirect(safe_next(request, settings.LOGIN_REDIRECT_URL))
+        try:
+            with transaction.atomic():
+                user = form.save()
+        except IntegrityError:
+            # The same address (in any case) was registered since the form checked it.
+            form.add_error("email", SignUpForm.DUPLICATE_EMAIL)
+        else:
+            login(request, user, backend="accounts.backends.EmailBackend")
+            messages.success(request, "Welcome! Your account is ready.")
+            return redirect(safe_next(request, settings.LOGIN_REDIRECT_URL))
     return render(request, "registration/signup.html", {"form": form, "next": safe_next(request, "")})
 
 

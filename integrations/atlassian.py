@@ -8,7 +8,9 @@ and the client secret never reach a log line or an exception message.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -259,8 +261,11 @@ def _expires_in(raw: Any) -> int:
         return DEFAULT_EXPIRES_IN
     if isinstance(raw, bool):
         return 0
-    if isinstance(raw, str) and raw.strip().isdigit():
-        raw = int(raw.strip())
+    if isinstance(raw, str):
+        # float(), not str.isdigit() + int(): "²" is a digit that int() refuses, and
+        # an exception here would drop a pair Atlassian has already rotated.
+        with contextlib.suppress(ValueError):
+            raw = float(raw.strip())
     if not isinstance(raw, int | float) or raw != raw:
         logger.warning("Token reply has a malformed expires_in; treating the token as expired.")
         return 0
@@ -452,12 +457,16 @@ class JiraClient:
     """Jira Cloud REST v3 for one site, through api.atlassian.com.
 
     A 401 triggers one refresh and one retry (never for a scope 401); 429 and 503 honour
-    Retry-After a bounded number of times; everything else raises a typed error.
+    Retry-After a bounded number of times, for idempotent calls only; everything else
+    raises a typed error.
     """
 
     MAX_RETRIES = 3
     BACKOFF_START = 5.0
     BACKOFF_CAP = 30.0
+    # A longer Retry-After is handed to the caller (on the error) rather than slept
+    # through: a web worker must not hang for minutes.
+    MAX_WAIT = 30.0
 
     def __init__(
         self,
@@ -481,10 +490,21 @@ class JiraClient:
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return retry_after
-        return float(min(self.BACKOFF_CAP, self.BACKOFF_START * 2**attempt))
+        # Atlassian's advice: exponential from 5 s, capped at 30 s, jitter x0.7-1.3.
+        return min(self.BACKOFF_CAP, self.BACKOFF_START * float(2**attempt) * random.uniform(0.7, 1.3))
 
     @sensitive_variables("token")
-    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """One REST call; `idempotent` (default: GET/HEAD only) allows 429/503 retries."""
+        retryable = method.upper() in ("GET", "HEAD") if idempotent is None else idempotent
         token = self.tokens.access_token()
         refreshed = False
         attempt = 0
@@ -514,9 +534,12 @@ class JiraClient:
             except TransientError as exc:
                 # Only reads (and the idempotent search POST) are retried, and only
                 # on 429/503, where Atlassian tells us to come back.
-                if exc.status not in (429, 503) or attempt >= self.MAX_RETRIES:
+                if not retryable or exc.status not in (429, 503) or attempt >= self.MAX_RETRIES:
                     raise
-                self._sleep(self._delay(attempt, exc.retry_after))
+                delay = self._delay(attempt, exc.retry_after)
+                if delay > self.MAX_WAIT:
+                    raise
+                self._sleep(delay)
                 attempt += 1
                 continue
 
@@ -537,7 +560,7 @@ class JiraClient:
         payload: dict[str, Any] = {"jql": jql, "fields": fields, "maxResults": max_results}
         if next_page_token:
             payload["nextPageToken"] = next_page_token
-        body = self.request("POST", "search/jql", json=payload)
+        body = self.request("POST", "search/jql", json=payload, idempotent=True)
         if not isinstance(body, Mapping) or not isinstance(body.get("issues"), list):
             raise InvalidResponseError("search/jql did not return an issue list.")
         issues = [issue for issue in (self._issue(raw) for raw in body["issues"]) if issue is not None]

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
 
 from accounts.models import User
-from integrations import selectors
+from integrations import issues
 
 
+def _site_id(raw: str) -> int:
+    # ASCII digits only: int() would also take "٣" or " 3".
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise Http404("No such site")
+    return int(raw)
+
+
+@require_GET
 @login_required
+@never_cache
 def my_jira(request: HttpRequest) -> HttpResponse:
     assert isinstance(request.user, User)
-    return render(request, "integrations/my_jira.html", selectors.settings_context(user=request.user))
+    raw_site = request.GET.get("site")
+    site_id = None if raw_site is None else _site_id(raw_site)
+    page_token = request.GET.get("page") if site_id is not None else None
+    if page_token is not None and not issues.page_token_valid(page_token):
+        return HttpResponseBadRequest("Invalid page token.", content_type="text/plain")
+    try:
+        page = issues.my_jira_page(user=request.user, site_id=site_id, page_token=page_token)
+    except issues.SiteNotFound:
+        raise Http404("No such site") from None
+    return render(request, "integrations/my_jira.html", {"page": page})

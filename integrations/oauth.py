@@ -39,8 +39,9 @@ def state_issue(*, session: SessionBase, user_id: int) -> str:
     pending: dict[str, dict[str, float | int]] = dict(session.get(SESSION_KEY) or {})
     pending[state] = {"user": user_id, "at": clock.now().timestamp()}
     if len(pending) > MAX_PENDING:
-        newest = sorted(pending.items(), key=lambda item: item[1]["at"], reverse=True)[:MAX_PENDING]
-        pending = dict(newest)
+        # Insertion order, not the timestamps: a coarse or frozen clock ties them, and
+        # the state just issued (the one on its way to Atlassian) must never be dropped.
+        pending = dict(list(pending.items())[-MAX_PENDING:])
     session[SESSION_KEY] = pending
     return state
 
@@ -58,6 +59,9 @@ def state_consume(*, session: SessionBase, state: str | None, user_id: int) -> P
         session[SESSION_KEY] = pending
     else:
         session.pop(SESSION_KEY, None)
+    # Saved now, not by SessionMiddleware: it skips the save on a 5xx response (a
+    # failed token exchange answers 502/504), which would leave the state replayable.
+    session.save()
     if entry is None:
         raise StateError(
             "state_unknown",

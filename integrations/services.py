@@ -30,8 +30,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import OperationalError, transaction
+from django.db import connection as db_connection
+from django.db.models import F, Q, QuerySet
 from django.urls import reverse
 from django.views.decorators.debug import sensitive_variables
 
@@ -355,17 +356,43 @@ def connections_due(
 def _backoff(*, failures: int, retry_after: float | None) -> timedelta:
     if retry_after is not None:
         return timedelta(seconds=retry_after)
-    delay = min(BACKOFF_CAP.total_seconds(), BACKOFF_BASE.total_seconds() * 2 ** max(0, failures - 1))
-    return timedelta(seconds=delay * random.uniform(0.7, 1.3))
+    # The exponent is bounded: 2**1024 no longer fits a float, and a connection failing
+    # hourly reaches that many failures in six weeks.
+    delay = BACKOFF_BASE.total_seconds() * 2 ** min(max(0, failures - 1), 32)
+    # The cap holds after the jitter too: "at most an hour" means at most an hour.
+    return timedelta(seconds=min(BACKOFF_CAP.total_seconds(), delay * random.uniform(0.7, 1.3)))
 
 
-def _claim(*, connection_id: int, now: datetime, claim: uuid.UUID, ignore_backoff: bool) -> bool:
+def _claim(*, connection_id: int, claim: uuid.UUID, ignore_backoff: bool) -> bool:
+    # The lease counts from the wall clock, never from a `now` the caller took earlier:
+    # a batch that started ten minutes ago would otherwise take leases that have
+    # already lapsed, and a second worker could take over mid-refresh.
+    now = clock.now()
     rows = JiraConnection.objects.filter(pk=connection_id).exclude(status=ConnectionStatus.NEEDS_RECONNECT)
     if not ignore_backoff:
         rows = rows.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
     if _single_flight_enabled():
         rows = rows.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
     return rows.update(claim_id=claim, claimed_until=now + CLAIM_LEASE) == 1
+
+
+def _unclaimed_outcome(*, connection_id: int) -> RefreshResult:
+    """Why a claim failed: gone, needs reconnect, backing off, or another worker's lease."""
+    row = (
+        JiraConnection.objects.filter(pk=connection_id)
+        .values_list("status", "claimed_until", "next_attempt_at")
+        .first()
+    )
+    if row is None:
+        return RefreshResult(connection_id, RefreshOutcome.GONE)
+    status, claimed_until, next_attempt_at = row
+    now = clock.now()
+    if status == ConnectionStatus.NEEDS_RECONNECT:
+        return RefreshResult(connection_id, RefreshOutcome.NEEDS_RECONNECT, "Needs reconnect.")
+    if (claimed_until is None or claimed_until < now) and next_attempt_at is not None and next_attempt_at > now:
+        # Another worker failed it since the due list was read: not ours to retry yet.
+        return RefreshResult(connection_id, RefreshOutcome.NOT_DUE, "Backing off.", next_attempt_at)
+    return RefreshResult(connection_id, RefreshOutcome.CLAIMED_ELSEWHERE)
 
 
 def _release(*, connection_id: int, claim: uuid.UUID) -> None:
@@ -402,13 +429,8 @@ def connection_refresh(
     ConfigurationError when Atlassian refuses our client credentials."""
     now = now or clock.now()
     claim = uuid.uuid4()
-    if not _claim(connection_id=connection_id, now=now, claim=claim, ignore_backoff=ignore_backoff or force):
-        state = JiraConnection.objects.filter(pk=connection_id).values_list("status", flat=True).first()
-        if state is None:
-            return RefreshResult(connection_id, RefreshOutcome.GONE)
-        if state == ConnectionStatus.NEEDS_RECONNECT:
-            return RefreshResult(connection_id, RefreshOutcome.NEEDS_RECONNECT, "Needs reconnect.")
-        return RefreshResult(connection_id, RefreshOutcome.CLAIMED_ELSEWHERE)
+    if not _claim(connection_id=connection_id, claim=claim, ignore_backoff=ignore_backoff or force):
+        return _unclaimed_outcome(connection_id=connection_id)
     try:
         connection = JiraConnection.objects.get(pk=connection_id)
         if not force and not refresh_is_due(connection, now=now, due_within=due_within, max_idle=max_idle):
@@ -437,6 +459,27 @@ def connection_refresh(
         _release(connection_id=connection_id, claim=claim)
 
 
+STORE_ATTEMPTS = 3
+
+
+@sensitive_variables("values")
+def _update_surviving_outage(rows: QuerySet[JiraConnection], **values: Any) -> int:
+    """UPDATE, retried through a brief database outage (a locked SQLite file, a PostgreSQL
+    failover): once Atlassian has rotated the pair, a dropped write costs the grant.
+    If a failed attempt did commit, the retry loses its compare-and-swap: harmless."""
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        try:
+            return rows.update(**values)
+        except OperationalError:
+            # Inside a caller's transaction the error has aborted it: nothing to retry.
+            if attempt == STORE_ATTEMPTS or db_connection.in_atomic_block:
+                raise
+            logger.warning("Database write failed (attempt %d of %d); retrying.", attempt, STORE_ATTEMPTS)
+            db_connection.close()
+            clock.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
+
+
 @sensitive_variables("tokens")
 def _refresh_store(
     *,
@@ -448,7 +491,8 @@ def _refresh_store(
     actor_user: User | None,
 ) -> RefreshResult:
     # First thing after the reply: persist the rotated pair (CAS on the version).
-    written = JiraConnection.objects.filter(pk=connection.pk, version=version).update(
+    written = _update_surviving_outage(
+        JiraConnection.objects.filter(pk=connection.pk, version=version),
         access_token=tokens.access_token,
         # No refresh_token in the reply: the old one is still the live one.
         refresh_token=tokens.refresh_token or connection.refresh_token,
@@ -550,6 +594,7 @@ def connection_access_token(*, connection_id: int, rejected: str | None = None) 
     """A valid access token for the connection; refreshes first when it expires within a
     minute (or when `rejected` is the stored one), waits for another worker's refresh."""
     deadline = clock.now() + CLAIM_WAIT
+    refreshed = False
     while True:
         now = clock.now()
         connection = JiraConnection.objects.filter(pk=connection_id).first()
@@ -565,7 +610,9 @@ def connection_access_token(*, connection_id: int, rejected: str | None = None) 
             )
             continue
         stale = rejected is not None and connection.access_token == rejected
-        if _usable(connection, now=now) and not stale:
+        if refreshed or (_usable(connection, now=now) and not stale):
+            # A token this call just obtained is used even if Atlassian gave it a short
+            # (or garbled, hence zero) lifetime: refreshing again would loop forever.
             return connection.access_token
         result = connection_refresh(
             connection_id=connection_id,
@@ -574,6 +621,7 @@ def connection_access_token(*, connection_id: int, rejected: str | None = None) 
             force=stale,
             ignore_backoff=True,
         )
+        refreshed = result.outcome == RefreshOutcome.REFRESHED
         if result.outcome == RefreshOutcome.TRANSIENT_FAILURE:
             raise ConnectionUnusableError(f"Jira is not reachable right now: {result.message}", permanent=False)
         if result.outcome == RefreshOutcome.CLAIMED_ELSEWHERE:

@@ -150,7 +150,8 @@ def callback(request: HttpRequest) -> HttpResponse:
         logger.warning("Jira connect failed, transient: %s", exc.message)
         return _flow_error(
             request,
-            status=504 if exc.status is None else 502,
+            # 504 when no answer came at all; a garbled answer is a bad gateway.
+            status=504 if exc.status is None and not isinstance(exc, atlassian.InvalidResponseError) else 502,
             title="Atlassian is not answering properly",
             message=f"{exc.message} Nothing was saved; please try again in a minute.",
         )

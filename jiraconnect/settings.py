@@ -10,6 +10,8 @@ import base64
 import binascii
 import hashlib
 import ipaddress
+import math
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,8 +25,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 # An optional .env file for local work; real environment variables win over it.
-if (BASE_DIR / ".env").is_file():
-    env.read_env(str(BASE_DIR / ".env"), overwrite=False)
+# JIRACONNECT_ENV_FILE (a real environment variable, never read from a file) names
+# another file, or is set empty to read none: tests and containers that must see
+# exactly the environment they were given, whatever lies in the project folder.
+_env_file = os.environ.get("JIRACONNECT_ENV_FILE")
+if _env_file is None:
+    if (BASE_DIR / ".env").is_file():
+        env.read_env(str(BASE_DIR / ".env"), overwrite=False)
+elif _env_file.strip():
+    if not Path(_env_file).is_file():
+        raise ImproperlyConfigured(f"JIRACONNECT_ENV_FILE names no readable file: {_env_file!r}.")
+    env.read_env(_env_file, overwrite=False)
 
 
 def _required(name: str, value: str) -> str:
@@ -44,6 +55,33 @@ def _bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in truthy
 
 
+def _int(name: str, default: int) -> int:
+    raw = env.str(name, default="").strip()
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}.") from None
+    if value < 0:
+        raise ImproperlyConfigured(f"{name} must not be negative, not {raw!r}.")
+    return value
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = env.str(name, default="").strip()
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    # Zero, negative or infinite would mean "no timeout" or "always time out".
+    if not (math.isfinite(value) and value > 0):
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, not {raw!r}.")
+    return value
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -56,10 +94,20 @@ def _is_loopback(host: str) -> bool:
 def endpoint_url(name: str, value: str) -> str:
     """Accept https URLs, or plain http to a loopback host (tests, local sandbox)."""
     parts = urlsplit(value)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
+    try:
+        parts.port  # noqa: B018 (a malformed port only shows when read)
+        host = parts.hostname or ""
+    except ValueError:
+        host = ""
+    # Every call appends a path to this base: credentials, a query or a fragment in it
+    # would be sent along (or swallow the path), so a bare origin + path only.
+    if parts.username is not None:
+        # Said without echoing the value: it holds a password.
+        raise ImproperlyConfigured(f"{name} must not carry credentials (user:password@).")
+    bare = not parts.query and not parts.fragment
+    if bare and parts.scheme == "https" and host:
         return value.rstrip("/")
-    if parts.scheme == "http" and _is_loopback(host):
+    if bare and parts.scheme == "http" and _is_loopback(host):
         return value.rstrip("/")
     raise ImproperlyConfigured(
         f"{name} must be an https:// URL (plain http only to 127.0.0.1, localhost or ::1), not {value!r}."
@@ -68,6 +116,8 @@ def endpoint_url(name: str, value: str) -> str:
 
 def fernet_keys(name: str, value: str) -> list[str]:
     keys = [k.strip() for k in value.split(",") if k.strip()]
+    if not keys:
+        raise ImproperlyConfigured(f"{name} holds no key.")
     for position, key in enumerate(keys, start=1):
         try:
             raw = base64.urlsafe_b64decode(key.encode())
@@ -92,7 +142,11 @@ _required("SECRET_KEY", SECRET_KEY)
 if not DEBUG and (SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50):
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 random characters when DEBUG is off.")
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
+ALLOWED_HOSTS = [
+    host.strip()
+    for host in env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
+    if host.strip()
+]
 if not DEBUG and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off.")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -153,7 +207,7 @@ TEMPLATES = [
 WSGI_APPLICATION = "jiraconnect.wsgi.application"
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_MAX_AGE"] = _int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL + a busy timeout let several refresh_tokens processes share one SQLite file.
@@ -213,9 +267,14 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if not DEBUG:
     SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", default=True)
-    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_SECONDS = _int("SECURE_HSTS_SECONDS", default=31_536_000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", default=False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is the operator's explicit choice, not a default: the list takes
+        # only registrable domains (the portal usually lives on a subdomain), binds every
+        # subdomain, and leaving it takes months. With it off, W021 is not actionable.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto, set
@@ -246,8 +305,8 @@ ATLASSIAN_AUTH_URL = endpoint_url(
 ATLASSIAN_API_URL = endpoint_url("ATLASSIAN_API_URL", env.str("ATLASSIAN_API_URL", default="https://api.atlassian.com"))
 # Seconds: (connect, read). requests has no default timeout; every call uses this.
 ATLASSIAN_TIMEOUT = (
-    env.float("ATLASSIAN_CONNECT_TIMEOUT", default=5.0),
-    env.float("ATLASSIAN_READ_TIMEOUT", default=20.0),
+    _seconds("ATLASSIAN_CONNECT_TIMEOUT", default=5.0),
+    _seconds("ATLASSIAN_READ_TIMEOUT", default=20.0),
 )
 
 # --- Logging --------------------------------------------------------------------------

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import os
 
+# Child processes of the concurrency proofs (manage.py refresh_tokens) talk to a local
+# token server; everything else, including a developer's shell, gets Atlassian's URLs.
+_token_server = os.environ.get("TEST_ATLASSIAN_SERVER_URL", "")
+
 os.environ.update(
     {
         "DEBUG": "true",
@@ -17,8 +21,8 @@ os.environ.update(
         "ATLASSIAN_CLIENT_SECRET": "test-client-secret-do-not-log",
         "ATLASSIAN_REDIRECT_URI": "https://portal.example/integrations/jira/callback/",
         "ATLASSIAN_SCOPES": "read:jira-work read:jira-user read:me offline_access",
-        "ATLASSIAN_AUTH_URL": "https://auth.atlassian.com",
-        "ATLASSIAN_API_URL": "https://api.atlassian.com",
+        "ATLASSIAN_AUTH_URL": _token_server or "https://auth.atlassian.com",
+        "ATLASSIAN_API_URL": _token_server or "https://api.atlassian.com",
         "EMAIL_URL": "consolemail://",
         "SITE_URL": "http://testserver",
         "LOG_LEVEL": "INFO",

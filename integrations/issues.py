@@ -1,0 +1,269 @@
+"""My Jira: the user's open assigned issues, fetched from every enabled site in parallel.
+
+The page costs the same number of queries whatever the number of connections: one
+query loads every connection of the user with its access token, one more its sites.
+Workers then use that still-valid token without touching the database; only an
+expired or rejected token sends a worker to services.connection_access_token, the
+single-flight refresh path.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import urlencode
+
+from django.db import connections as db_connections
+from django.db.models import Prefetch
+from django.urls import reverse
+from django.views.decorators.debug import sensitive_variables
+
+from accounts.models import User
+from integrations import atlassian, clock, services
+from integrations.models import JiraConnection, JiraSite
+
+logger = logging.getLogger(__name__)
+
+JQL = "assignee = currentUser() AND statusCategory != Done ORDER BY updated DESC"
+FIELDS = ["summary", "status", "priority", "updated"]
+PAGE_SIZE = 20
+# Sites fetched at once, per process: a user's sites in one round trip, without
+# letting page views open sockets without bound.
+POOL_SIZE = 16
+# A page view cannot wait minutes for Retry-After: longer waits become a message.
+INTERACTIVE_MAX_WAIT = 2.0
+# Jira's nextPageToken is opaque; anything longer than this did not come from Jira.
+MAX_PAGE_TOKEN = 4096
+STATUS_CATEGORIES = frozenset({"new", "indeterminate", "done"})
+
+MSG_TRANSIENT = "Jira did not answer, try again."
+MSG_SCOPE = "This connection is missing a permission this page needs: reconnect to grant access."
+MSG_UNAUTHORIZED = "Atlassian no longer accepts this connection: reconnect to continue."
+MSG_CONFIGURATION = "This portal cannot renew Jira access right now; the operator has been told."
+MSG_UNEXPECTED = "Something went wrong loading this site."
+
+
+class SiteNotFound(Exception):
+    """The requested site is not one of the user's shown sites."""
+
+
+@dataclass(frozen=True)
+class IssueRow:
+    key: str
+    summary: str
+    status: str
+    status_category: str
+    priority: str
+    updated: datetime | None
+    browse_url: str
+
+
+@dataclass(frozen=True)
+class SiteIssues:
+    site: JiraSite
+    issues: list[IssueRow] = field(default_factory=list)
+    more_url: str = ""
+    error: str = ""
+    reconnect: bool = False
+
+
+@dataclass(frozen=True)
+class ConnectionIssues:
+    connection: JiraConnection
+    sites: list[SiteIssues]
+    hidden_sites: int
+
+
+@dataclass(frozen=True)
+class MyJiraPage:
+    connections: list[ConnectionIssues]
+    hidden_sites: int
+    # Set when the page shows one site's further page (?site=…&page=…).
+    single_site: JiraSite | None = None
+
+
+def page_token_valid(token: str) -> bool:
+    return 0 < len(token) <= MAX_PAGE_TOKEN and token.isprintable()
+
+
+class PreloadedTokens(atlassian.TokenProvider):
+    """One connection's token as loaded by the page's connections query.
+
+    A still-valid token is used as is; an expired one, or one Jira rejects, is renewed
+    through services.connection_access_token (single-flight across hosts). The lock
+    makes sites of the same connection wait for one renewal instead of racing.
+    """
+
+    @sensitive_variables("token")
+    def __init__(self, *, connection: JiraConnection, now: datetime) -> None:
+        self.connection_id = connection.pk
+        self._lock = threading.Lock()
+        token = connection.access_token
+        expires = connection.access_token_expires_at
+        usable = token is not None and expires is not None and expires > now + services.MIN_TOKEN_VALIDITY
+        self._token: str | None = token if usable else None
+
+    def __repr__(self) -> str:
+        return f"<PreloadedTokens connection_id={self.connection_id}>"
+
+    def access_token(self) -> str:
+        with self._lock:
+            if self._token is None:
+                self._token = services.connection_access_token(connection_id=self.connection_id)
+            return self._token
+
+    @sensitive_variables("rejected")
+    def refreshed_access_token(self, *, rejected: str) -> str:
+        with self._lock:
+            if self._token is not None and self._token != rejected:
+                # Another site of this connection renewed it meanwhile.
+                return self._token
+            self._token = services.connection_access_token(connection_id=self.connection_id, rejected=rejected)
+            return self._token
+
+
+def _interactive_sleep(seconds: float) -> None:
+    if seconds > INTERACTIVE_MAX_WAIT:
+        raise atlassian.RateLimitedError("Jira asked us to slow down.", retry_after=seconds)
+    clock.sleep(seconds)
+
+
+def _parse_updated(value: str) -> datetime | None:
+    # Jira sends "2024-01-15T10:30:00.000+0000".
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
+        try:
+            return datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def _row(issue: atlassian.JiraIssue) -> IssueRow:
+    return IssueRow(
+        key=issue.key,
+        summary=issue.summary,
+        status=issue.status,
+        # Used as a CSS class: only Jira's three category keys get through.
+        status_category=issue.status_category if issue.status_category in STATUS_CATEGORIES else "",
+        priority=issue.priority,
+        updated=_parse_updated(issue.updated),
+        browse_url=issue.browse_url,
+    )
+
+
+def _error(exc: Exception) -> tuple[str, bool]:
+    """(message, reconnect?) for a site that failed."""
+    if isinstance(exc, atlassian.TransientError):
+        return MSG_TRANSIENT, False
+    if isinstance(exc, atlassian.ScopeMismatchError):
+        return MSG_SCOPE, True
+    if isinstance(exc, atlassian.UnauthorizedError):
+        return MSG_UNAUTHORIZED, True
+    if isinstance(exc, services.ConnectionUnusableError):
+        return (exc.message, True) if exc.permanent else (MSG_TRANSIENT, False)
+    if isinstance(exc, services.ConfigurationError):
+        return MSG_CONFIGURATION, False
+    if isinstance(exc, atlassian.AtlassianError):
+        return exc.message, exc.permanent
+    return MSG_UNEXPECTED, False
+
+
+@dataclass(frozen=True)
+class _Task:
+    site: JiraSite
+    client: atlassian.JiraClient
+    page_token: str | None
+
+
+def _fetch(task: _Task) -> SiteIssues:
+    try:
+        page = task.client.search_jql(jql=JQL, fields=FIELDS, max_results=PAGE_SIZE, next_page_token=task.page_token)
+    except Exception as exc:
+        message, reconnect = _error(exc)
+        if message == MSG_UNEXPECTED or isinstance(exc, services.ConfigurationError):
+            logger.exception("My Jira: site %s failed", task.site.pk)
+        else:
+            logger.warning("My Jira: site %s failed (%s)", task.site.pk, getattr(exc, "reason", type(exc).__name__))
+        return SiteIssues(site=task.site, error=message, reconnect=reconnect)
+    finally:
+        # Runs in a pool thread: a token renewal opens that thread's own DB connection,
+        # which nothing else would ever close.
+        db_connections.close_all()
+    more_url = ""
+    if not page.is_last and page.next_page_token and page_token_valid(page.next_page_token):
+        query = urlencode({"site": task.site.pk, "page": page.next_page_token})
+        more_url = f"{reverse('my-jira')}?{query}"
+    return SiteIssues(site=task.site, issues=[_row(i) for i in page.issues], more_url=more_url)
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    # One pool per process, kept between page views: its threads keep their pooled
+    # requests Sessions, so each view reuses warm TLS connections to Atlassian.
+    return ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="my-jira")
+
+
+def _fetch_all(tasks: list[_Task]) -> list[SiteIssues]:
+    return list(_pool().map(_fetch, tasks)) if tasks else []
+
+
+def _connections(*, user: User) -> list[JiraConnection]:
+    # The access token is read here, once for all connections; the refresh token is
+    # never needed on this page.
+    return list(
+        JiraConnection.objects.filter(user=user)
+        .defer("refresh_token")
+        .prefetch_related(Prefetch("sites", queryset=JiraSite.objects.order_by("name", "url")))
+        .order_by("created_at", "pk")
+    )
+
+
+def my_jira_page(*, user: User, site_id: int | None = None, page_token: str | None = None) -> MyJiraPage:
+    """Every connection of `user` with its enabled sites' issues; with `site_id`, only
+    that site (its page after `page_token`). Raises SiteNotFound for a site that is
+    not the user's or is hidden."""
+    connections = _connections(user=user)
+    single_site: JiraSite | None = None
+    if site_id is not None:
+        found = [(c, s) for c in connections for s in c.sites.all() if s.pk == site_id and s.enabled]
+        if not found:
+            raise SiteNotFound(site_id)
+        connection, single_site = found[0]
+        connections = [connection]
+
+    now = clock.now()
+    tasks: list[_Task] = []
+    for connection in connections:
+        if connection.needs_reconnect:
+            continue
+        tokens = PreloadedTokens(connection=connection, now=now)
+        for site in connection.sites.all():
+            if single_site is not None and site.pk != single_site.pk:
+                continue
+            if site.enabled:
+                client = atlassian.JiraClient(
+                    cloud_id=site.cloud_id, site_url=site.url, tokens=tokens, sleep=_interactive_sleep
+                )
+                tasks.append(_Task(site=site, client=client, page_token=page_token if single_site else None))
+    results = {result.site.pk: result for result in _fetch_all(tasks)}
+
+    panels = []
+    for connection in connections:
+        sites = list(connection.sites.all())
+        shown = [results[s.pk] for s in sites if s.pk in results]
+        panels.append(
+            ConnectionIssues(
+                connection=connection,
+                sites=shown,
+                hidden_sites=0 if single_site else sum(1 for s in sites if not s.enabled),
+            )
+        )
+    return MyJiraPage(
+        connections=panels,
+        hidden_sites=sum(p.hidden_sites for p in panels),
+        single_site=single_site,
+    )

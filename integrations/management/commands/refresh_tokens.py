@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+from argparse import ArgumentParser, ArgumentTypeError
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from integrations import refresh_run
+from integrations.refresh_run import RunOptions, RunSummary
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ArgumentTypeError(f"{raw!r} is not a whole number") from None
+        if value < minimum:
+            raise ArgumentTypeError(f"{raw!r} is below {minimum}")
+        return value
+
+    return parse
+
+
+class Command(BaseCommand):
+    help = (
+        "Refresh the Jira access tokens that expire soon, and the refresh tokens left idle, "
+        "one worker per connection at a time. Safe to run from several processes at once. "
+        "Exit status: 0 all done, 1 some transient failures remain, 2 configuration error."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument(
+            "--due-within",
+            type=_whole(0),
+            default=15,
+            metavar="MINUTES",
+            help="Refresh access tokens expiring within this many minutes (default 15).",
+        )
+        parser.add_argument(
+            "--max-idle",
+            type=_whole(1),
+            default=30,
+            metavar="DAYS",
+            help="Also refresh connections whose refresh token is this many days old (default 30; "
+            "Atlassian drops it after 90 idle days).",
+        )
+        parser.add_argument("--concurrency", type=_whole(1), default=8, metavar="N", help="Workers (default 8).")
+        parser.add_argument("--limit", type=_whole(1), metavar="N", help="Refresh at most N connections.")
+        parser.add_argument("--user", metavar="EMAIL", help="Only this user's connections.")
+        parser.add_argument("--dry-run", action="store_true", help="List the due connections; change nothing.")
+        parser.add_argument("--json", action="store_true", help="Print the summary as one JSON object.")
+        parser.add_argument(
+            "--ignore-backoff", action="store_true", help="Retry failing connections now, not at their next attempt."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        run_options = RunOptions(
+            due_within=timedelta(minutes=options["due_within"]),
+            max_idle=timedelta(days=options["max_idle"]),
+            concurrency=options["concurrency"],
+            limit=options["limit"],
+            user_email=options["user"],
+            ignore_backoff=options["ignore_backoff"],
+        )
+        if options["dry_run"]:
+            self._dry_run(run_options, as_json=options["json"])
+            return
+        summary = refresh_run.refresh_due(run_options, progress=self._progress if self.stderr.isatty() else None)
+        if self.stderr.isatty() and summary.due:
+            self.stderr.write("")
+        if options["json"]:
+            self.stdout.write(json.dumps(summary.as_dict()))
+        else:
+            self._print_summary(summary)
+        if summary.configuration_error is not None:
+            self.stderr.write(f"Configuration error: {summary.configuration_error}")
+        if summary.exit_code:
+            raise SystemExit(summary.exit_code)
+
+    def _progress(self, done: int, total: int) -> None:
+        self.stderr.write(f"\r{done}/{total}", ending="")
+        self.stderr.flush()
+
+    def _print_summary(self, summary: RunSummary) -> None:
+        counts = summary.as_dict()
+        lines = [
+            f"Due: {counts['due']}",
+            f"Refreshed: {counts['refreshed']}",
+            f"Not due: {counts['not_due']}",
+            f"Claimed elsewhere: {counts['claimed_elsewhere']}",
+            f"Transient failures: {counts['transient_failures']}",
+            f"Needs reconnect: {counts['needs_reconnect']}",
+        ]
+        if counts["skipped"]:
+            lines.append(f"Skipped (run stopped): {counts['skipped']}")
+        lines.append(f"Elapsed: {counts['elapsed_seconds']:.2f} s ({counts['rate_per_second']:.1f} connections/s)")
+        self.stdout.write("\n".join(lines))
+
+    def _dry_run(self, run_options: RunOptions, *, as_json: bool) -> None:
+        due = refresh_run.due_preview(run_options)
+        if as_json:
+            rows = [
+                {
+                    "id": item.connection_id,
+                    "user": item.user_email,
+                    "expires_at": item.access_token_expires_at.isoformat() if item.access_token_expires_at else None,
+                    "reason": item.reason,
+                }
+                for item in due
+            ]
+            self.stdout.write(json.dumps({"dry_run": True, "due": len(rows), "connections": rows}))
+            return
+        for item in due:
+            expires = f"{item.access_token_expires_at:%Y-%m-%d %H:%M:%S} UTC" if item.access_token_expires_at else "-"
+            self.stdout.write(f"{item.connection_id}\t{item.user_email}\t{expires}\t{item.reason}")
+        self.stdout.write(f"Dry run: {len(due)} connection(s) due; nothing changed.")

@@ -1,0 +1,242 @@
+"""One batch of token refreshes: what `manage.py refresh_tokens` runs.
+
+Finds the due connections (services.connections_due), refreshes each through the
+single-flight service on a pool of worker threads, and counts the outcomes. Any number
+of these runs may overlap, in threads, processes or hosts: the claim in
+services.connection_refresh keeps each connection's refresh to one worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connections
+
+from integrations import clock, services
+from integrations.models import JiraConnection
+from integrations.services import RefreshOutcome
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_SETTINGS = ("ATLASSIAN_CLIENT_ID", "ATLASSIAN_CLIENT_SECRET")
+
+# Called as progress(done, total) from worker threads, one call at a time.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    due_within: timedelta = services.DEFAULT_DUE_WITHIN
+    max_idle: timedelta = services.DEFAULT_MAX_IDLE
+    concurrency: int = 8
+    limit: int | None = None
+    user_email: str | None = None
+    ignore_backoff: bool = False
+
+
+@dataclass
+class RunSummary:
+    due: int = 0
+    counts: Counter[RefreshOutcome] = field(default_factory=Counter)
+    # Due but never attempted: the run stopped on a configuration error first.
+    skipped: int = 0
+    # Unexpected exceptions (a bug, the database gone): counted as transient.
+    errors: int = 0
+    configuration_error: str | None = None
+    elapsed: float = 0.0
+
+    @property
+    def transient_failures(self) -> int:
+        return self.counts[RefreshOutcome.TRANSIENT_FAILURE] + self.errors
+
+    @property
+    def rate(self) -> float:
+        done = sum(self.counts.values()) + self.errors
+        return done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.configuration_error is not None:
+            return 2
+        return 1 if self.transient_failures else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "due": self.due,
+            "refreshed": self.counts[RefreshOutcome.REFRESHED],
+            "not_due": self.counts[RefreshOutcome.NOT_DUE],
+            "claimed_elsewhere": self.counts[RefreshOutcome.CLAIMED_ELSEWHERE],
+            "transient_failures": self.transient_failures,
+            "needs_reconnect": self.counts[RefreshOutcome.NEEDS_RECONNECT],
+            "gone": self.counts[RefreshOutcome.GONE],
+            "skipped": self.skipped,
+            "errors": self.errors,
+            "configuration_error": self.configuration_error,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "rate_per_second": round(self.rate, 2),
+        }
+
+
+@dataclass(frozen=True)
+class DueConnection:
+    connection_id: int
+    user_email: str
+    access_token_expires_at: datetime | None
+    reason: str
+
+
+def missing_settings() -> list[str]:
+    return [name for name in REQUIRED_SETTINGS if not getattr(settings, name, "")]
+
+
+def _due_ids(options: RunOptions, *, now: datetime) -> list[int]:
+    return services.connections_due(
+        now=now,
+        due_within=options.due_within,
+        max_idle=options.max_idle,
+        limit=options.limit,
+        user_email=options.user_email,
+        ignore_backoff=options.ignore_backoff,
+    )
+
+
+def _reason_due(*, expires: datetime | None, issued_at: datetime, now: datetime, options: RunOptions) -> str:
+    if expires is None:
+        return "no expiry stored"
+    if expires <= now + options.due_within:
+        return "expired" if expires <= now else f"expires within {options.due_within}"
+    return f"idle {(now - issued_at).days} days (refresh token unused)"
+
+
+def due_preview(options: RunOptions) -> list[DueConnection]:
+    """What a run would refresh, soonest first, without changing (or decrypting) anything."""
+    now = clock.now()
+    ids = _due_ids(options, now=now)
+    rows = {
+        row["pk"]: row
+        for row in JiraConnection.objects.filter(pk__in=ids).values(
+            "pk", "user__email", "access_token_expires_at", "tokens_issued_at"
+        )
+    }
+    return [
+        DueConnection(
+            connection_id=pk,
+            user_email=rows[pk]["user__email"],
+            access_token_expires_at=rows[pk]["access_token_expires_at"],
+            reason=_reason_due(
+                expires=rows[pk]["access_token_expires_at"],
+                issued_at=rows[pk]["tokens_issued_at"],
+                now=now,
+                options=options,
+            ),
+        )
+        for pk in ids
+        if pk in rows
+    ]
+
+
+class _Batch:
+    """The run's shared state: a queue of ids, the counts, and the stop switch."""
+
+    def __init__(self, ids: list[int], *, options: RunOptions, progress: Progress | None) -> None:
+        self.options = options
+        self.pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for pk in ids:
+            self.pending.put(pk)
+        self.total = len(ids)
+        self.summary = RunSummary(due=len(ids))
+        self.progress = progress
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.done = 0
+
+    def _record(self, outcome: RefreshOutcome | None) -> None:
+        with self.lock:
+            if outcome is None:
+                self.summary.errors += 1
+            else:
+                self.summary.counts[outcome] += 1
+            self.done += 1
+            if self.progress is not None:
+                self.progress(self.done, self.total)
+
+    def _refresh_one(self, connection_id: int) -> None:
+        try:
+            result = services.connection_refresh(
+                connection_id=connection_id,
+                due_within=self.options.due_within,
+                max_idle=self.options.max_idle,
+                ignore_backoff=self.options.ignore_backoff,
+            )
+        except services.ConfigurationError as exc:
+            # Every other connection would be refused the same way: stop taking work.
+            self.stop.set()
+            with self.lock:
+                self.summary.configuration_error = self.summary.configuration_error or str(exc)
+                self.summary.skipped += 1
+            return
+        except Exception:
+            # One connection's bug must not end the batch; its claim lapses by itself.
+            logger.exception("Refreshing connection %s failed unexpectedly.", connection_id)
+            self._record(None)
+            return
+        self._record(result.outcome)
+
+    def work(self) -> None:
+        """One worker: take ids until none are left or the run stops."""
+        try:
+            while not self.stop.is_set():
+                try:
+                    connection_id = self.pending.get_nowait()
+                except queue.Empty:
+                    return
+                self._refresh_one(connection_id)
+        finally:
+            # Threads outlive nothing here: close this thread's connections ourselves,
+            # or each worker leaves one open on the server.
+            if threading.current_thread() is not threading.main_thread():
+                connections.close_all()
+
+    def finish(self) -> RunSummary:
+        # Ids never taken because the run stopped early.
+        while True:
+            try:
+                self.pending.get_nowait()
+            except queue.Empty:
+                break
+            self.summary.skipped += 1
+        return self.summary
+
+
+def refresh_due(options: RunOptions, *, progress: Progress | None = None) -> RunSummary:
+    """Refresh every due connection with `options.concurrency` workers and count outcomes.
+
+    Stops taking new work at the first ConfigurationError (Atlassian refused our client
+    credentials); the summary then carries the cause and exit_code 2.
+    """
+    started = time.monotonic()
+    missing = missing_settings()
+    if missing:
+        return RunSummary(configuration_error=f"{' and '.join(missing)} not set: Jira is not configured.")
+    batch = _Batch(_due_ids(options, now=clock.now()), options=options, progress=progress)
+    workers = max(1, min(options.concurrency, batch.total))
+    if workers == 1:
+        batch.work()
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
+            for future in [pool.submit(batch.work) for _ in range(workers)]:
+                future.result()
+    summary = batch.finish()
+    summary.elapsed = time.monotonic() - started
+    logger.info("refresh_tokens: %s", summary.as_dict())
+    return summary

@@ -1,0 +1,61 @@
+"""Settings of one sandbox instance; most can be changed at run time via /_sandbox/config."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+DAY = 86_400.0
+
+
+@dataclass
+class SandboxConfig:
+    host: str = "127.0.0.1"
+    port: int = 8001
+    client_id: str = "sandbox-client-id"
+    client_secret: str = "sandbox-client-secret"
+    redirect_uri: str = "http://127.0.0.1:8000/integrations/jira/callback/"
+    # Atlassian accepts a rotated refresh token again for 10 minutes [staff].
+    leeway: float = 600.0
+    access_ttl: int = 3600
+    app_name: str = "jiraconnect (sandbox)"
+    # Dead grants answer 403 unauthorized_client instead of invalid_grant (both seen in the wild).
+    unauthorized_client_style: bool = False
+    code_ttl: float = 600.0
+    refresh_idle_ttl: float = 90 * DAY
+    grant_max_age: float = 365 * DAY
+    log_requests: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        # The secret is listed by /_sandbox/secrets; keeping it out of here keeps it out of
+        # any log that records config responses.
+        data.pop("client_secret")
+        return data
+
+
+# host and port are fixed once the socket is bound.
+_IMMUTABLE = {"host", "port"}
+
+
+def apply_config_updates(config: SandboxConfig, updates: dict[str, Any]) -> SandboxConfig:
+    """Return a copy of `config` with `updates` applied; ValueError names the first bad key."""
+    known = {f.name: f for f in dataclasses.fields(config)}
+    changes: dict[str, Any] = {}
+    for key, value in updates.items():
+        field = known.get(key)
+        if field is None or key in _IMMUTABLE:
+            raise ValueError(f"unknown or read-only config key: {key!r}")
+        kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{key} must be true or false")
+        elif kind in ("int", "float"):
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"{key} must be a non-negative number")
+            value = int(value) if kind == "int" else float(value)
+        elif not isinstance(value, str) or not value:
+            raise ValueError(f"{key} must be a non-empty string")
+        changes[key] = value
+    return dataclasses.replace(config, **changes)

@@ -1,0 +1,82 @@
+"""HTML of the consent and error pages. Every interpolated value goes through html.escape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from html import escape
+
+from sandbox.seed import KNOWN_SCOPES, Site, User
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; color: #172b4d; }
+.banner { background: #fffae6; border: 1px solid #ffc400; padding: .5rem .75rem; border-radius: 4px; }
+fieldset { border: 1px solid #dfe1e6; border-radius: 4px; margin: 1rem 0; }
+label { display: block; margin: .5rem 0; }
+.sites { color: #5e6c84; font-size: .9em; }
+button { font-size: 1rem; padding: .5rem 1.25rem; margin-right: .5rem; }
+#accept { background: #0052cc; color: white; border: none; border-radius: 3px; }
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>\n"
+        f"<body><main>\n{body}\n</main></body></html>\n"
+    )
+
+
+def _dom_id(account_id: str) -> str:
+    return "account-" + "".join(ch if ch.isalnum() else "-" for ch in account_id)
+
+
+def consent_page(
+    *,
+    app_name: str,
+    scopes: Iterable[str],
+    users: Iterable[User],
+    sites: Mapping[str, Site],
+    params: Mapping[str, str],
+) -> str:
+    scope_items = "\n".join(
+        f'<li data-scope="{escape(s)}"><code>{escape(s)}</code> &ndash; {escape(KNOWN_SCOPES.get(s, ""))}</li>'
+        for s in scopes
+    )
+    hidden = "\n".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">' for k, v in params.items())
+    choices = []
+    for index, user in enumerate(users):
+        site_names = ", ".join(sites[s].name for s in user.site_ids)
+        dom_id = _dom_id(user.account_id)
+        checked = " checked" if index == 0 else ""
+        choices.append(
+            f'<label for="{dom_id}"><input type="radio" name="account_id" id="{dom_id}" '
+            f'value="{escape(user.account_id)}"{checked}> <strong>{escape(user.name)}</strong> '
+            f'({escape(user.email)}) <span class="sites">sites: {escape(site_names)}</span></label>'
+        )
+    body = f"""
+<p class="banner">Atlassian sandbox: a local stand-in for auth.atlassian.com. No real account is used.</p>
+<h1 id="consent-title">{escape(app_name)} is requesting access to your Atlassian account</h1>
+<h2>It wants to</h2>
+<ul id="scopes">
+{scope_items}
+</ul>
+<form method="post" action="/authorize" id="consent-form">
+{hidden}
+<fieldset id="accounts"><legend>Sign in as</legend>
+{chr(10).join(choices)}
+</fieldset>
+<button type="submit" name="decision" value="accept" id="accept">Accept</button>
+<button type="submit" name="decision" value="decline" id="decline">Decline</button>
+</form>
+"""
+    return _page(f"Authorize {app_name} - Atlassian sandbox", body)
+
+
+def error_page(message: str) -> str:
+    body = f"""
+<p class="banner">Atlassian sandbox: a local stand-in for auth.atlassian.com.</p>
+<h1 id="error-title">Something went wrong</h1>
+<p id="error-message">{escape(message)}</p>
+<p>The app's request was refused by the authorization server; you were not sent back to the app.</p>
+"""
+    return _page("Error - Atlassian sandbox", body)

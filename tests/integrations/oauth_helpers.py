@@ -1,0 +1,278 @@
+"""Helpers for the OAuth connect-flow tests: start a flow, answer as Atlassian, count rows.
+
+Every secret a flow handles has a distinctive value here, so a leak test can search
+logs and pages for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+import responses
+from django.conf import settings
+from django.db import connection as db_connection
+from django.http import HttpResponse
+from django.test import Client
+
+from accounts.models import User
+from integrations import oauth
+from integrations.models import ConnectionEvent, JiraConnection, JiraSite
+from tests.conftest import ME_URL, RESOURCES_URL, TOKEN_URL
+
+CONNECT_PATH = "/integrations/jira/connect/"
+CALLBACK_PATH = "/integrations/jira/callback/"
+AUTHORIZE_URL = "https://auth.atlassian.com/authorize"
+
+CODE = "authcode-Zq81-never-logged"
+ACCESS_TOKEN = "eyJ-access-token-Kx92-never-logged"
+REFRESH_TOKEN = "refresh-token-Wm47-never-logged"
+ACCOUNT_ID = "557058:6f1c0c51-alice"
+
+SITE_A = {
+    "id": "cloud-aaa",
+    "name": "Acme",
+    "url": "https://acme.atlassian.net",
+    "scopes": ["read:jira-work", "read:jira-user"],
+    "avatarUrl": "https://site-admin-avatars.atl-paas.net/acme.png",
+}
+SITE_B = {
+    "id": "cloud-bbb",
+    "name": "Beta Corp",
+    "url": "https://beta.atlassian.net",
+    "scopes": ["read:jira-work"],
+    "avatarUrl": "https://site-admin-avatars.atl-paas.net/beta.png",
+}
+SITE_C = {
+    "id": "cloud-ccc",
+    "name": "Cobalt",
+    "url": "https://cobalt.atlassian.net",
+    "scopes": ["read:jira-work", "write:jira-work"],
+    "avatarUrl": "https://site-admin-avatars.atl-paas.net/cobalt.png",
+}
+
+
+def token_reply(*, access_token: str = ACCESS_TOKEN, refresh_token: str = REFRESH_TOKEN) -> dict[str, Any]:
+    return {
+        "access_token": access_token,
+        "refresh_token": refresh_token,
+        "expires_in": 3600,
+        "scope": "read:jira-work read:jira-user read:me offline_access",
+        "token_type": "Bearer",
+    }
+
+
+def me_reply(*, account_id: str = ACCOUNT_ID, name: str = "Alice Atlassian") -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "name": name,
+        "email": "alice@acme.example",
+        "picture": "https://avatar-management.services.atlassian.com/alice.png",
+        "account_status": "active",
+    }
+
+
+def secrets_in_play() -> list[str]:
+    """Values that must never reach a log line, a page or an error report."""
+    return [CODE, ACCESS_TOKEN, REFRESH_TOKEN, settings.ATLASSIAN_CLIENT_SECRET]
+
+
+def register_success(
+    mocked: responses.RequestsMock,
+    *,
+    sites: list[dict[str, Any]] | None = None,
+    me: dict[str, Any] | None = None,
+    tokens: dict[str, Any] | None = None,
+) -> None:
+    mocked.add(responses.POST, TOKEN_URL, json=tokens or token_reply())
+    mocked.add(responses.GET, RESOURCES_URL, json=[SITE_A] if sites is None else sites)
+    mocked.add(responses.GET, ME_URL, json=me or me_reply())
+
+
+def token_calls(mocked: responses.RequestsMock) -> list[Any]:
+    return [call for call in mocked.calls if call.request.url == TOKEN_URL]
+
+
+def row_counts() -> tuple[int, int, int]:
+    return JiraConnection.objects.count(), JiraSite.objects.count(), ConnectionEvent.objects.count()
+
+
+def start_flow(client: Client) -> str:
+    """POST connect as the logged-in user; the state Atlassian would echo back."""
+    response = client.post(CONNECT_PATH)
+    assert response.status_code == 302, response.content[:500]
+    return authorize_params(response["Location"])["state"]
+
+
+def authorize_params(location: str) -> dict[str, str]:
+    parts = urlsplit(location)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == AUTHORIZE_URL
+    params = parse_qs(parts.query, keep_blank_values=True, strict_parsing=True)
+    assert all(len(values) == 1 for values in params.values()), params
+    return {key: values[0] for key, values in params.items()}
+
+
+def callback(client: Client, **params: str) -> HttpResponse:
+    response: HttpResponse = client.get(CALLBACK_PATH, params)
+    return response
+
+
+def pending_states(client: Client) -> dict[str, dict[str, Any]]:
+    return dict(client.session.get(oauth.SESSION_KEY) or {})
+
+
+def connect(client: Client, mocked: responses.RequestsMock, **register: Any) -> HttpResponse:
+    """One whole successful flow: connect, Atlassian answers, callback."""
+    register_success(mocked, **register)
+    return callback(client, code=CODE, state=start_flow(client))
+
+
+def logged_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@dataclass
+class LeakWatch:
+    """Collects every record of every logger at DEBUG, and any SQL the flow ran."""
+
+    caplog: pytest.LogCaptureFixture
+    extra: list[str] = field(default_factory=list)
+
+    def assert_clean(self, *texts: str) -> None:
+        haystack = "\n".join([self.caplog.text, *self.extra, *texts])
+        assert self.caplog.records, "nothing was logged: the watch is not listening"
+        for secret in secrets_in_play():
+            assert secret not in haystack
+
+
+@contextmanager
+def everything_logged(caplog: pytest.LogCaptureFixture) -> Iterator[LeakWatch]:
+    caplog.set_level(logging.DEBUG)
+    # Loggers with their own level (urllib3, django) would drop DEBUG records otherwise.
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger):
+            caplog.set_level(logging.DEBUG, logger=name)
+    # SQL is logged too (django.db.backends): tokens must reach it only as ciphertext.
+    forced = db_connection.force_debug_cursor
+    db_connection.force_debug_cursor = True
+    try:
+        yield LeakWatch(caplog)
+    finally:
+        db_connection.force_debug_cursor = forced
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One way Atlassian can fail a connect, and the page the user must get for it."""
+
+    id: str
+    url: str
+    reply: dict[str, Any]
+    status: int
+    says: str
+    method: str = responses.GET
+
+
+def _html(status: int) -> dict[str, Any]:
+    return {
+        "status": status,
+        "body": "<html><body><h1>Something went wrong</h1></body></html>",
+        "content_type": "text/html",
+    }
+
+
+_no_refresh = token_reply()
+del _no_refresh["refresh_token"]
+_no_access = token_reply()
+del _no_access["access_token"]
+
+TOKEN_FAILURES = [
+    Failure(
+        "code-invalid-400",
+        TOKEN_URL,
+        {"status": 400, "json": {"error": "invalid_request", "error_description": "authorization_code is invalid"}},
+        400,
+        "Atlassian no longer accepts this sign-in",
+        responses.POST,
+    ),
+    Failure(
+        "client-credentials-401",
+        TOKEN_URL,
+        {"status": 401, "json": {"error": "access_denied", "error_description": "Unauthorized"}},
+        502,
+        "Atlassian refused this portal&#x27;s app credentials",
+        responses.POST,
+    ),
+    Failure(
+        "invalid-grant-403",
+        TOKEN_URL,
+        {"status": 403, "json": {"error": "invalid_grant", "error_description": "Unknown or invalid code."}},
+        400,
+        "Atlassian no longer accepts this sign-in",
+        responses.POST,
+    ),
+    Failure("server-error-500", TOKEN_URL, {"status": 500}, 502, "token endpoint failed (HTTP 500)", responses.POST),
+    Failure("html-502", TOKEN_URL, _html(502), 502, "token endpoint failed (HTTP 502)", responses.POST),
+    Failure("html-200", TOKEN_URL, _html(200), 502, "token reply was not JSON", responses.POST),
+    Failure(
+        "non-json-200",
+        TOKEN_URL,
+        {"status": 200, "body": "access_token=nope", "content_type": "text/plain"},
+        502,
+        "token reply was not JSON",
+        responses.POST,
+    ),
+    Failure("no-refresh-token", TOKEN_URL, {"json": _no_refresh}, 502, "offline_access", responses.POST),
+    Failure("no-access-token", TOKEN_URL, {"json": _no_access}, 502, "has no access_token", responses.POST),
+    Failure(
+        "timeout",
+        TOKEN_URL,
+        {"body": requests.exceptions.ReadTimeout()},
+        504,
+        "Atlassian did not answer in time",
+        responses.POST,
+    ),
+    Failure(
+        "connection-error",
+        TOKEN_URL,
+        {"body": requests.exceptions.ConnectionError()},
+        504,
+        "Could not reach Atlassian",
+        responses.POST,
+    ),
+]
+
+# The token exchange worked; reading the sites or the identity did not.
+READ_FAILURES = [
+    Failure("resources-500", RESOURCES_URL, {"status": 500}, 502, "Atlassian answered HTTP 500"),
+    Failure("resources-not-a-list", RESOURCES_URL, {"json": {"sites": []}}, 502, "did not return a list"),
+    Failure(
+        "me-401",
+        ME_URL,
+        {"status": 401, "json": {"code": 401, "message": "Unauthorized"}},
+        502,
+        "refused the access token",
+    ),
+    Failure("me-500", ME_URL, {"status": 500}, 502, "Atlassian answered HTTP 500"),
+    Failure("me-without-account-id", ME_URL, {"json": {"name": "Alice"}}, 502, "/me did not return an account_id"),
+]
+
+
+def register_failure(mocked: responses.RequestsMock, failure: Failure) -> None:
+    """Atlassian fails as `failure` says; the other calls of the flow succeed."""
+    mocked.add(failure.method, failure.url, **failure.reply)
+    for method, url, reply in (
+        (responses.POST, TOKEN_URL, {"json": token_reply()}),
+        (responses.GET, RESOURCES_URL, {"json": [SITE_A]}),
+        (responses.GET, ME_URL, {"json": me_reply()}),
+    ):
+        if url != failure.url:
+            mocked.add(method, url, **reply)

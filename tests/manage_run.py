@@ -1,0 +1,55 @@
+"""Run manage.py in a child process that sees only the environment a test gives it.
+
+The settings read an optional .env from the project folder; JIRACONNECT_ENV_FILE=""
+switches that off, so a developer's .env cannot make these tests pass or fail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def production_env(database: Path) -> dict[str, str]:
+    """A complete production (DEBUG off) configuration with fresh strong keys."""
+    return {
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "FERNET_KEYS": Fernet.generate_key().decode(),
+        "ALLOWED_HOSTS": "portal.example.com",
+        "DATABASE_URL": f"sqlite:///{database}",
+    }
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DJANGO_SETTINGS_MODULE": "jiraconnect.settings",
+        "JIRACONNECT_ENV_FILE": "",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def improperly_configured(result: subprocess.CompletedProcess[str]) -> str:
+    """The ImproperlyConfigured message a failed start-up ended with."""
+    assert result.returncode != 0, result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    prefix = "django.core.exceptions.ImproperlyConfigured: "
+    assert last.startswith(prefix), result.stderr
+    return last.removeprefix(prefix)

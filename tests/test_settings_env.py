@@ -1,0 +1,223 @@
+"""jiraconnect/settings.py reads the environment and refuses to start half-configured.
+
+Each case starts `manage.py` in a child process with only the variables it names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.manage_run import improperly_configured, manage, production_env
+
+PRINT_SETTINGS = (
+    "import json; from django.conf import settings as s; "
+    "print(json.dumps({k: getattr(s, k) for k in "
+    "['DEBUG', 'FERNET_KEYS', 'ALLOWED_HOSTS', 'ATLASSIAN_AUTH_URL', 'ATLASSIAN_API_URL', 'EMAIL_BACKEND']}))"
+)
+
+
+@pytest.fixture
+def prod(tmp_path: Path) -> dict[str, str]:
+    return production_env(tmp_path / "db.sqlite3")
+
+
+def settings_seen(env: dict[str, str]) -> dict[str, object]:
+    result = manage("shell", "-c", PRINT_SETTINGS, env=env)
+    assert result.returncode == 0, result.stderr
+    seen: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return seen
+
+
+def test_complete_production_environment_starts(prod: dict[str, str]) -> None:
+    result = manage("check", env=prod)
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_development_needs_nothing_but_debug_and_uses_the_console_for_email(tmp_path: Path) -> None:
+    seen = settings_seen({"DEBUG": "true", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"})
+
+    assert seen["DEBUG"] is True
+    assert seen["EMAIL_BACKEND"] == "django.core.mail.backends.console.EmailBackend"
+
+
+def test_production_uses_exactly_the_given_fernet_keys(prod: dict[str, str]) -> None:
+    second = Fernet.generate_key().decode()
+    prod["FERNET_KEYS"] = f"{prod['FERNET_KEYS']}, {second}"
+
+    seen = settings_seen(prod)
+
+    assert seen["DEBUG"] is False
+    assert seen["FERNET_KEYS"] == [prod["FERNET_KEYS"].split(",")[0], second]
+    assert seen["EMAIL_BACKEND"] == "django.core.mail.backends.console.EmailBackend"
+
+
+@pytest.mark.parametrize("value", [None, "", "   "], ids=["unset", "empty", "blank"])
+def test_debug_off_without_secret_key_fails_naming_it(prod: dict[str, str], value: str | None) -> None:
+    if value is None:
+        del prod["SECRET_KEY"]
+    else:
+        prod["SECRET_KEY"] = value
+
+    assert "SECRET_KEY" in improperly_configured(manage("check", env=prod))
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["short-key", "django-insecure-local-development-key-never-use-in-production"],
+    ids=["short", "the-development-key"],
+)
+def test_debug_off_with_a_weak_secret_key_fails_naming_it(prod: dict[str, str], value: str) -> None:
+    prod["SECRET_KEY"] = value
+
+    assert "SECRET_KEY" in improperly_configured(manage("check", env=prod))
+
+
+def test_debug_off_is_the_default(prod: dict[str, str]) -> None:
+    del prod["DEBUG"]
+    del prod["SECRET_KEY"]
+
+    assert "SECRET_KEY" in improperly_configured(manage("check", env=prod))
+
+
+@pytest.mark.parametrize("value", [None, "", " , "], ids=["unset", "empty", "only-commas"])
+def test_debug_off_without_fernet_keys_fails_naming_it(prod: dict[str, str], value: str | None) -> None:
+    # Never derived from SECRET_KEY in production, even though one is set here.
+    if value is None:
+        del prod["FERNET_KEYS"]
+    else:
+        prod["FERNET_KEYS"] = value
+
+    assert "FERNET_KEYS" in improperly_configured(manage("check", env=prod))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not-a-fernet-key",
+        "c2hvcnQta2V5LTE2Ynl0ZQ==",  # valid base64, 16 bytes
+        "{good},bad-second-key-00000000000000000000000000",
+    ],
+    ids=["garbage", "wrong-length", "second-of-two"],
+)
+def test_malformed_fernet_keys_fail_naming_it_without_echoing_them(prod: dict[str, str], value: str) -> None:
+    prod["FERNET_KEYS"] = value.format(good=Fernet.generate_key().decode())
+
+    result = manage("check", env=prod)
+
+    assert "FERNET_KEYS" in improperly_configured(result)
+    for key in prod["FERNET_KEYS"].split(","):
+        assert key not in result.stderr
+        assert key not in result.stdout
+
+
+@pytest.mark.parametrize("value", [None, "", " , "], ids=["unset", "empty", "only-commas"])
+def test_debug_off_without_allowed_hosts_fails_naming_it(prod: dict[str, str], value: str | None) -> None:
+    if value is None:
+        del prod["ALLOWED_HOSTS"]
+    else:
+        prod["ALLOWED_HOSTS"] = value
+
+    assert "ALLOWED_HOSTS" in improperly_configured(manage("check", env=prod))
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "True!"])
+def test_debug_that_is_not_a_boolean_fails_naming_it(prod: dict[str, str], value: str) -> None:
+    prod["DEBUG"] = value
+
+    message = improperly_configured(manage("check", env=prod))
+
+    assert message.startswith("DEBUG ")
+    assert repr(value) in message
+
+
+@pytest.mark.parametrize("name", ["ATLASSIAN_AUTH_URL", "ATLASSIAN_API_URL"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://example.com",
+        "http://localhost.evil.com",
+        "http://127.0.0.1.nip.io",
+        "ftp://127.0.0.1",
+        "https://",
+        "auth.atlassian.com",
+        "https://auth.atlassian.com:notaport",
+        "https://auth.atlassian.com/?x=1",
+        "https://auth.atlassian.com/#frag",
+    ],
+)
+def test_endpoint_url_that_is_not_https_or_loopback_http_is_refused(
+    prod: dict[str, str], name: str, value: str
+) -> None:
+    prod[name] = value
+
+    assert improperly_configured(manage("check", env=prod)).startswith(f"{name} ")
+
+
+def test_endpoint_url_with_credentials_is_refused_without_echoing_them(prod: dict[str, str]) -> None:
+    prod["ATLASSIAN_AUTH_URL"] = "https://user:s3cret-pass@auth.atlassian.com"
+
+    result = manage("check", env=prod)
+
+    assert improperly_configured(result).startswith("ATLASSIAN_AUTH_URL ")
+    assert "s3cret-pass" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("http://127.0.0.1:8001", "http://127.0.0.1:8001"),
+        ("http://localhost:8001/", "http://localhost:8001"),
+        ("http://[::1]:8001", "http://[::1]:8001"),
+        ("https://auth.atlassian.com/", "https://auth.atlassian.com"),
+    ],
+)
+def test_https_or_loopback_http_endpoint_is_accepted(prod: dict[str, str], value: str, expected: str) -> None:
+    prod["ATLASSIAN_AUTH_URL"] = value
+
+    assert settings_seen(prod)["ATLASSIAN_AUTH_URL"] == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CONN_MAX_AGE", "forever"),
+        ("CONN_MAX_AGE", "-1"),
+        ("SECURE_HSTS_SECONDS", "one year"),
+        ("ATLASSIAN_CONNECT_TIMEOUT", "0"),
+        ("ATLASSIAN_READ_TIMEOUT", "inf"),
+        ("ATLASSIAN_READ_TIMEOUT", "soon"),
+    ],
+)
+def test_malformed_number_fails_naming_it(prod: dict[str, str], name: str, value: str) -> None:
+    prod[name] = value
+
+    assert improperly_configured(manage("check", env=prod)).startswith(f"{name} ")
+
+
+def test_env_file_named_by_jiraconnect_env_file_is_read(prod: dict[str, str], tmp_path: Path) -> None:
+    env_file = tmp_path / "portal.env"
+    env_file.write_text("ALLOWED_HOSTS=from-file.example.com\n")
+    del prod["ALLOWED_HOSTS"]
+    prod["JIRACONNECT_ENV_FILE"] = str(env_file)
+
+    assert settings_seen(prod)["ALLOWED_HOSTS"] == ["from-file.example.com"]
+
+
+def test_real_environment_wins_over_the_env_file(prod: dict[str, str], tmp_path: Path) -> None:
+    env_file = tmp_path / "portal.env"
+    env_file.write_text("ALLOWED_HOSTS=from-file.example.com\nDEBUG=maybe\n")
+    prod["JIRACONNECT_ENV_FILE"] = str(env_file)
+
+    assert settings_seen(prod)["ALLOWED_HOSTS"] == ["portal.example.com"]
+
+
+def test_jiraconnect_env_file_naming_a_missing_file_fails_naming_it(prod: dict[str, str], tmp_path: Path) -> None:
+    prod["JIRACONNECT_ENV_FILE"] = str(tmp_path / "missing.env")
+
+    assert improperly_configured(manage("check", env=prod)).startswith("JIRACONNECT_ENV_FILE ")
