@@ -37,6 +37,9 @@ TOKEN_FIELDS = ("access_token", "refresh_token")
 # Never in a form, nor shown: the secrets, and the refresh claim only the services hold.
 HIDDEN_FIELDS = (*TOKEN_FIELDS, "claim_id", "claimed_until")
 EVENTS_SHOWN = 50
+# Refresh now calls Atlassian once per connection inside the request: bulk work belongs
+# to the refresh_tokens command.
+MAX_REFRESH_NOW = 50
 
 
 def _staff(request: HttpRequest) -> User:
@@ -158,7 +161,7 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
         "access_token_expires_at",
         "last_refreshed_at",
         "failure_count",
-        "reconnect_by",
+        "reconnect_deadline",
     )
     list_display_links = ("id", "user_email")
     list_filter = ("status", AccessTokenExpiryFilter, ReconnectByFilter)
@@ -173,7 +176,7 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
     search_help_text = "User email, Atlassian email, name or account id, site URL or cloud id."
     ordering = ("-id",)
     exclude = HIDDEN_FIELDS
-    shown = {
+    field_groups = {
         "Atlassian account": ("user", "account_id", "account_name", "account_email", "scopes"),
         "Status": ("status", "status_reason", "status_message", "failure_count", "next_attempt_at"),
         "Tokens (values are never shown)": (
@@ -182,11 +185,11 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
             "last_refreshed_at",
             "version",
         ),
-        "Consent": ("first_consented_at", "reconnect_by"),
+        "Consent": ("first_consented_at", "reconnect_deadline"),
         "Record": ("created_at", "updated_at", "event_history"),
     }
-    fieldsets = tuple((title, {"fields": fields}) for title, fields in shown.items())
-    readonly_fields = tuple(field for fields in shown.values() for field in fields)
+    fieldsets = tuple((title, {"fields": fields}) for title, fields in field_groups.items())
+    readonly_fields = tuple(field for fields in field_groups.values() for field in fields)
     inlines = (JiraSiteInline, ConnectionEventInline)
     actions = ("refresh_now", "mark_needs_reconnect", "disconnect")
 
@@ -240,6 +243,10 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
         label = obj.get_status_display()
         return f"{label} ({obj.status_reason})" if obj.status_reason else label
 
+    @admin.display(description="Reconnect by", ordering="first_consented_at")
+    def reconnect_deadline(self, obj: JiraConnection) -> str:
+        return f"{obj.reconnect_by:%Y-%m-%d} UTC"
+
     @admin.display(description="History")
     def event_history(self, obj: JiraConnection) -> SafeString:
         url = reverse("admin:integrations_connectionevent_changelist")
@@ -258,6 +265,14 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
     @admin.action(description="Refresh now", permissions=["change"])
     def refresh_now(self, request: HttpRequest, queryset: QuerySet[JiraConnection]) -> HttpResponse | None:
         staff = _staff(request)
+        if queryset.count() > MAX_REFRESH_NOW:
+            self.message_user(
+                request,
+                f"Refresh now handles at most {MAX_REFRESH_NOW} connections at a time; nothing was done. "
+                "Use the refresh_tokens command for bulk refreshes.",
+                messages.ERROR,
+            )
+            return None
         for connection in queryset.order_by("pk"):
             try:
                 result = services.connection_refresh(

@@ -182,6 +182,10 @@ def authorize_url(*, state: str) -> str:
     return f"{_auth_url('/authorize')}?{query}"
 
 
+# kwargs carries the token request body (client secret, code, refresh token) or the
+# Bearer header, and so do the frames of requests/urllib3 below this one: hide every
+# variable (no names = all) in an error report.
+@sensitive_variables()
 def _send(method: str, url: str, **kwargs: Any) -> requests.Response:
     try:
         return _session().request(method, url, timeout=settings.ATLASSIAN_TIMEOUT, allow_redirects=False, **kwargs)

@@ -62,7 +62,8 @@ def _table() -> str:
 
 def _column(name: str) -> str:
     field = JiraConnection._meta.get_field(name)
-    assert isinstance(field, Field) and field.column
+    assert isinstance(field, Field)
+    assert field.column
     return db.ops.quote_name(field.column)
 
 
@@ -113,7 +114,7 @@ def _write(row: _Row, changed: dict[str, bytes]) -> bool:
     refresh in flight lose its CAS and with it Atlassian's freshly rotated token."""
     assignments = ", ".join(f"{_column(name)} = %s" for name in changed)
     conditions = [f"{_column('id')} = %s", f"{_column('version')} = %s"]
-    params: list[Any] = list(changed.values()) + [row.pk, row.version]
+    params: list[Any] = [*changed.values(), row.pk, row.version]
     for name, token in row.tokens.items():
         if token is None:
             conditions.append(f"{_column(name)} IS NULL")

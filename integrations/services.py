@@ -117,7 +117,7 @@ def jira_configured() -> bool:
     return bool(settings.ATLASSIAN_CLIENT_ID and settings.ATLASSIAN_CLIENT_SECRET and settings.ATLASSIAN_REDIRECT_URI)
 
 
-@sensitive_variables("code", "tokens")
+@sensitive_variables("code", "tokens", "token_fields")
 def connection_create_from_callback(*, user: User, code: str) -> ConnectResult:
     """Exchange the code, read sites and identity, then upsert: all or nothing."""
     tokens = atlassian.exchange_code(code=code)

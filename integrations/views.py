@@ -9,7 +9,7 @@ from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
@@ -76,11 +76,26 @@ def connect(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(atlassian.authorize_url(state=state))
 
 
+@sensitive_variables("query")
+def _take_query(request: HttpRequest) -> QueryDict:
+    """Lift the code and state off the request before anything can fail: error reports
+    (request URL, GET, QUERY_STRING, the request's repr in every frame), debug pages and
+    APM tools all read them from there, and sensitive_variables does not reach them."""
+    query = request.GET.copy()
+    request.GET = QueryDict()
+    request.META["QUERY_STRING"] = ""
+    for key in ("REQUEST_URI", "RAW_URI"):  # uWSGI, gunicorn: the raw request line
+        if key in request.META:
+            request.META[key] = str(request.META[key]).split("?", 1)[0]
+    return query
+
+
 @require_GET
 @never_cache
 @no_referrer
-@sensitive_variables("code")
+@sensitive_variables("code", "query")
 def callback(request: HttpRequest) -> HttpResponse:
+    query = _take_query(request)
     # Not @login_required: its redirect would carry the code into the login URL.
     if not request.user.is_authenticated:
         return _flow_error(
@@ -94,12 +109,12 @@ def callback(request: HttpRequest) -> HttpResponse:
     if not services.jira_configured():
         return _not_configured(request)
     try:
-        oauth.state_consume(session=request.session, state=request.GET.get("state"), user_id=request.user.pk)
+        oauth.state_consume(session=request.session, state=query.get("state"), user_id=request.user.pk)
     except oauth.StateError as exc:
         logger.warning("Jira callback refused: %s (user=%s)", exc.reason, request.user.pk)
         return _flow_error(request, status=400, title="This Jira connection attempt is not valid", message=exc.message)
 
-    error = request.GET.get("error")
+    error = query.get("error")
     if error is not None:
         if error == "access_denied":
             messages.info(request, "You declined to connect Jira. Nothing was changed.")
@@ -107,11 +122,11 @@ def callback(request: HttpRequest) -> HttpResponse:
             messages.error(
                 request,
                 f"Atlassian could not complete the connection ({provider_text(error, limit=40)}): "
-                f"{provider_text(request.GET.get('error_description'))}",
+                f"{provider_text(query.get('error_description'))}",
             )
         return redirect("settings")
 
-    code = request.GET.get("code", "")
+    code = query.get("code", "")
     if not code or len(code) > 4096:
         return _flow_error(
             request, status=400, title="Atlassian sent no authorization code", message="Please start again."

@@ -12,7 +12,9 @@ import hashlib
 import ipaddress
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import django_stubs_ext
@@ -22,6 +24,7 @@ from django.core.exceptions import ImproperlyConfigured
 django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+_N = TypeVar("_N", int, float)
 
 env = environ.Env()
 # An optional .env file for local work; real environment variables win over it.
@@ -55,31 +58,26 @@ def _bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in truthy
 
 
-def _int(name: str, default: int) -> int:
+def _number(name: str, default: _N, parse: Callable[[str], _N], ok: Callable[[_N], bool], expected: str) -> _N:
     raw = env.str(name, default="").strip()
     if raw == "":
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}.") from None
-    if value < 0:
-        raise ImproperlyConfigured(f"{name} must not be negative, not {raw!r}.")
+        raise ImproperlyConfigured(f"{name} must be {expected}, not {raw!r}.") from None
+    if not ok(value):
+        raise ImproperlyConfigured(f"{name} must be {expected}, not {raw!r}.")
     return value
+
+
+def _int(name: str, default: int) -> int:
+    return _number(name, default, int, lambda n: n >= 0, "a whole number, 0 or more")
 
 
 def _seconds(name: str, default: float) -> float:
-    raw = env.str(name, default="").strip()
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    # Zero, negative or infinite would mean "no timeout" or "always time out".
-    if not (math.isfinite(value) and value > 0):
-        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, not {raw!r}.")
-    return value
+    # Zero, negative, NaN or infinite would mean "always time out" or "wait forever".
+    return _number(name, default, float, lambda s: math.isfinite(s) and s > 0, "a positive number of seconds")
 
 
 def _is_loopback(host: str) -> bool:
@@ -246,6 +244,9 @@ STORAGES = {
         else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
+# WhiteNoise's own default, fixed at start-up: pytest-django turns DEBUG off per test,
+# and WhiteNoise would then warn on every request that staticfiles/ was never collected.
+WHITENOISE_AUTOREFRESH = DEBUG
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

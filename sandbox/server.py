@@ -12,7 +12,9 @@ import socket
 import socketserver
 import sys
 import threading
+import traceback
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -113,7 +115,11 @@ def fault_response(decision: FaultDecision, kind: str) -> Response:
         return json_response(
             429,
             {"code": 429, "message": "Rate limit exceeded"},
-            [("Retry-After", str(decision.retry_after)), ("X-RateLimit-Remaining", "0")],
+            [
+                ("Retry-After", str(decision.retry_after)),
+                ("X-RateLimit-Remaining", "0"),
+                ("X-RateLimit-Reset", (datetime.now(UTC) + timedelta(seconds=decision.retry_after)).isoformat()),
+            ],
         )
     # "malformed": a 200 whose body is not JSON, though it claims to be.
     return Response(200, b"<html>upstream connect error or disconnect/reset before headers", "application/json")
@@ -221,7 +227,13 @@ class _Handler(BaseHTTPRequestHandler):
             if decision.kind in PRE_KINDS:
                 self._send(fault_response(decision, decision.kind))
                 return
-        response = route.handler(state, request)
+        try:
+            response = route.handler(state, request)
+        except Exception:
+            # A sandbox bug must show up as an answer, not as a hang or a bare disconnect
+            # that the client under test would take for an injected fault.
+            traceback.print_exc()
+            response = json_response(500, {"code": 500, "message": "sandbox internal error (see its stderr)"})
         if decision is not None and decision.kind == "lost_response":
             self._drop()
             return

@@ -26,14 +26,19 @@ ME_URL = f"{API}/me"
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """PostgreSQL-only tests are deselected (not skipped) on SQLite: the suite runs on
-    both databases, and CI fails on any skip."""
+    both databases, and CI fails on any skip. Slow proofs are deselected too unless the
+    run asks for them (`-m slow`, as `make proof` does, or RUN_SLOW=1)."""
     from django.conf import settings
 
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        return
+    on_postgres = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    # Any -m expression naming "slow" decides for itself ("slow", "not slow", ...).
+    run_slow = "slow" in (config.option.markexpr or "") or os.environ.get("RUN_SLOW") == "1"
     keep, drop = [], []
     for item in items:
-        (drop if item.get_closest_marker("postgres") else keep).append(item)
+        unwanted = (not on_postgres and item.get_closest_marker("postgres")) or (
+            not run_slow and item.get_closest_marker("slow")
+        )
+        (drop if unwanted else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

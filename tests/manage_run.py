@@ -6,11 +6,13 @@ switches that off, so a developer's .env cannot make these tests pass or fail.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet
 
@@ -53,3 +55,15 @@ def improperly_configured(result: subprocess.CompletedProcess[str]) -> str:
     prefix = "django.core.exceptions.ImproperlyConfigured: "
     assert last.startswith(prefix), result.stderr
     return last.removeprefix(prefix)
+
+
+def settings_seen(env: dict[str, str], *names: str) -> dict[str, Any]:
+    """The named settings as the child process sees them."""
+    code = (
+        "import json; from django.conf import settings as s; "
+        f"print(json.dumps({{k: getattr(s, k) for k in {list(names)!r}}}))"
+    )
+    result = manage("shell", "-c", code, env=env)
+    assert result.returncode == 0, result.stderr
+    seen: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return seen

@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import os
 
-# Child processes of the concurrency proofs (manage.py refresh_tokens) talk to a local
-# token server; everything else, including a developer's shell, gets Atlassian's URLs.
-_token_server = os.environ.get("TEST_ATLASSIAN_SERVER_URL", "")
-
 os.environ.update(
     {
         "DEBUG": "true",
@@ -21,8 +17,10 @@ os.environ.update(
         "ATLASSIAN_CLIENT_SECRET": "test-client-secret-do-not-log",
         "ATLASSIAN_REDIRECT_URI": "https://portal.example/integrations/jira/callback/",
         "ATLASSIAN_SCOPES": "read:jira-work read:jira-user read:me offline_access",
-        "ATLASSIAN_AUTH_URL": _token_server or "https://auth.atlassian.com",
-        "ATLASSIAN_API_URL": _token_server or "https://api.atlassian.com",
+        # Child processes of the concurrency proofs (manage.py refresh_tokens) talk to a local
+        # token server; everything else, a developer's shell included, gets Atlassian's URLs.
+        "ATLASSIAN_AUTH_URL": os.environ.get("TEST_ATLASSIAN_SERVER_URL") or "https://auth.atlassian.com",
+        "ATLASSIAN_API_URL": os.environ.get("TEST_ATLASSIAN_SERVER_URL") or "https://api.atlassian.com",
         "EMAIL_URL": "consolemail://",
         "SITE_URL": "http://testserver",
         "LOG_LEVEL": "INFO",
@@ -33,6 +31,9 @@ os.environ.setdefault("DATABASE_URL", "sqlite:///" + os.path.join(os.path.dirnam
 from jiraconnect.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Test-only: the proof suite's control run switches the refresh claim off in its
+# refresh_tokens subprocesses, to show that the claim is what keeps grants alive.
+UNSAFE_DISABLE_REFRESH_CLAIM = os.environ.get("JIRACONNECT_UNSAFE_DISABLE_REFRESH_CLAIM", "") == "1"
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from tests.manage_run import manage, production_env
-
-PRINT_SECURITY = (
-    "import json; from django.conf import settings as s; "
-    "print(json.dumps({k: getattr(s, k) for k in ["
-    "'DEBUG', 'SESSION_COOKIE_SAMESITE', 'SESSION_COOKIE_SECURE', 'SESSION_COOKIE_HTTPONLY', "
-    "'CSRF_COOKIE_SECURE', 'CSRF_COOKIE_HTTPONLY', 'SECURE_HSTS_SECONDS', 'SECURE_HSTS_INCLUDE_SUBDOMAINS', "
-    "'SECURE_SSL_REDIRECT', 'SECURE_CONTENT_TYPE_NOSNIFF', 'SECURE_REFERRER_POLICY', 'X_FRAME_OPTIONS']}))"
-)
+from tests.manage_run import manage, production_env, settings_seen
 
 
 @pytest.fixture
@@ -54,9 +45,21 @@ def test_deploy_check_catches_a_weakened_production_setting(prod: dict[str, str]
 
 
 def test_production_cookies_and_headers_are_locked_down(prod: dict[str, str]) -> None:
-    result = manage("shell", "-c", PRINT_SECURITY, env=prod)
-    assert result.returncode == 0, result.stderr
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = settings_seen(
+        prod,
+        "DEBUG",
+        "SESSION_COOKIE_SAMESITE",
+        "SESSION_COOKIE_SECURE",
+        "SESSION_COOKIE_HTTPONLY",
+        "CSRF_COOKIE_SECURE",
+        "CSRF_COOKIE_HTTPONLY",
+        "SECURE_HSTS_SECONDS",
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+        "SECURE_SSL_REDIRECT",
+        "SECURE_CONTENT_TYPE_NOSNIFF",
+        "SECURE_REFERRER_POLICY",
+        "X_FRAME_OPTIONS",
+    )
 
     assert seen["DEBUG"] is False
     # Lax, not Strict: the top-level return from Atlassian must carry the session.

@@ -8,15 +8,11 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
 
 from accounts.models import User
+from tests.accounts.helpers import ALICE_PASSWORD, signed_in_user_id
 
 LOGIN = "/accounts/login/"
 LOGOUT = "/accounts/logout/"
-ALICE_PASSWORD = "correct horse battery staple"
 INVALID_LOGIN = "Please enter a correct email address and password."
-
-
-def signed_in_user_id(client: Client) -> str | None:
-    return client.session.get("_auth_user_id")
 
 
 @pytest.mark.django_db

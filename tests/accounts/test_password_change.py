@@ -11,7 +11,6 @@ OLD_PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "saffron lighthouse gravel 77"
 
 
-
 def test_password_change_sets_the_new_password_and_keeps_the_user_signed_in(client: Client, alice: User) -> None:
     client.force_login(alice)
 

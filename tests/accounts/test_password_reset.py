@@ -58,7 +58,9 @@ def test_following_the_link_sets_a_new_password_that_logs_in(client: Client, ali
     login = fresh.post("/accounts/login/", {"username": "alice@example.com", "password": NEW_PASSWORD})
     assert login.status_code == 302
     assert fresh.session["_auth_user_id"] == str(alice.pk)
-    old = Client().post("/accounts/login/", {"username": "alice@example.com", "password": "correct horse battery staple"})
+    old = Client().post(
+        "/accounts/login/", {"username": "alice@example.com", "password": "correct horse battery staple"}
+    )
     assert old.status_code == 200
 
 

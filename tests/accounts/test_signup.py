@@ -10,6 +10,7 @@ from django.test import Client
 
 from accounts.forms import SignUpForm
 from accounts.models import User
+from tests.accounts.helpers import signed_in_user_id
 
 SIGNUP = "/accounts/signup/"
 GOOD_PASSWORD = "violet tangerine moonwalk 42"
@@ -19,10 +20,6 @@ def signup(client: Client, email: str, password1: str = GOOD_PASSWORD, password2
     return client.post(
         SIGNUP, {"email": email, "password1": password1, "password2": password1 if password2 is None else password2}
     )
-
-
-def signed_in_user_id(client: Client) -> str | None:
-    return client.session.get("_auth_user_id")
 
 
 @pytest.mark.django_db
@@ -80,7 +77,7 @@ def test_mismatched_passwords_are_refused(client: Client) -> None:
     response = signup(client, "carol@example.com", GOOD_PASSWORD, GOOD_PASSWORD + "!")
 
     assert response.status_code == 200
-    assert "The two password fields didn’t match." in response.content.decode()
+    assert "The two password fields didn\u2019t match." in response.content.decode()
     assert not User.objects.exists()
     assert signed_in_user_id(client) is None
 

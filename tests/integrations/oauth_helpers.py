@@ -276,3 +276,9 @@ def register_failure(mocked: responses.RequestsMock, failure: Failure) -> None:
     ):
         if url != failure.url:
             mocked.add(method, url, **reply)
+
+
+def connect_failing(client: Client, mocked: responses.RequestsMock, failure: Failure) -> HttpResponse:
+    """One whole flow in which Atlassian fails as `failure` says."""
+    register_failure(mocked, failure)
+    return callback(client, code=CODE, state=start_flow(client))

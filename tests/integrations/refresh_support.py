@@ -15,6 +15,8 @@ from integrations.models import ConnectionEvent, JiraConnection
 from tests.conftest import TOKEN_URL
 
 TOKEN_SECRETS = ("test-client-secret-do-not-log",)
+# A valid Fernet key that encrypted nothing here: with it alone, every stored token is unreadable.
+OTHER_FERNET_KEY = "b3RoZXIta2V5LW90aGVyLWtleS1vdGhlci1rZXktMDA="
 
 
 class FakeClock:

@@ -17,6 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
+from integrations import admin as admin_module
 from integrations import services
 from integrations.models import (
     Actor,
@@ -38,8 +39,10 @@ def change_url(connection: JiraConnection) -> str:
 
 def assert_no_secrets(html: str, *connections: JiraConnection) -> None:
     for connection in connections:
-        assert connection.access_token and connection.access_token not in html
-        assert connection.refresh_token and connection.refresh_token not in html
+        assert connection.access_token
+        assert connection.access_token not in html
+        assert connection.refresh_token
+        assert connection.refresh_token not in html
     for secret in SECRETS:
         assert secret not in html
 
@@ -137,7 +140,7 @@ def test_change_page_shows_account_sites_and_events_but_no_tokens_or_form(
     html = response.content.decode()
     for text in (connection.account_id, "account1@example.com", "https://site1.atlassian.net", "cloud-1", "3 site(s)"):
         assert text in html
-    assert "Reconnect by" in html
+    assert f"{connection.reconnect_by:%Y-%m-%d} UTC" in html
     assert ">7<" in html
     for field in ("access_token", "refresh_token", "claim_id", "claimed_until", "version", "status"):
         assert f'name="{field}"' not in html
@@ -347,6 +350,18 @@ def test_refresh_now_with_refused_client_credentials_reports_it_and_changes_no_c
     for connection in pair:
         assert JiraConnection.objects.get(pk=connection.pk).refresh_token == connection.refresh_token
     assert mail.outbox == []
+
+
+def test_refresh_now_refuses_a_bulk_selection_without_calling_atlassian(
+    staff_client: Client, alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock
+) -> None:
+    connections = [make_connection(alice) for _ in range(admin_module.MAX_REFRESH_NOW + 1)]
+
+    response = run_action(staff_client, "refresh_now", *connections)
+
+    assert "at most 50 connections" in staff_client.get(response["Location"]).content.decode()
+    assert len(mocked.calls) == 0
+    assert not ConnectionEvent.objects.exists()
 
 
 def test_mark_needs_reconnect_records_the_staff_member_and_emails_the_user(

@@ -7,14 +7,13 @@ import responses
 
 from accounts.models import User
 from tests.integrations.oauth_helpers import (
-    CODE,
     READ_FAILURES,
     TOKEN_FAILURES,
     Failure,
     callback,
+    connect_failing,
     logged_in,
     pending_states,
-    register_failure,
     register_success,
     row_counts,
     start_flow,
@@ -34,11 +33,9 @@ def _assert_our_error_page(content: bytes, *, says: str) -> None:
 def test_token_endpoint_failure_shows_a_plain_page_and_writes_nothing(
     alice: User, mocked: responses.RequestsMock, failure: Failure
 ) -> None:
-    register_failure(mocked, failure)
     client = logged_in(alice)
-    state = start_flow(client)
 
-    response = callback(client, code=CODE, state=state)
+    response = connect_failing(client, mocked, failure)
 
     assert response.status_code == failure.status
     _assert_our_error_page(response.content, says=failure.says)
@@ -46,17 +43,16 @@ def test_token_endpoint_failure_shows_a_plain_page_and_writes_nothing(
     # The exchange failed, so nothing else went out with a token.
     assert len(token_calls(mocked)) == 1
     assert len(mocked.calls) == 1
-    assert state not in pending_states(client)
+    # Spent even on a 5xx answer (SessionMiddleware does not save those).
+    assert pending_states(client) == {}
 
 
 def test_missing_refresh_token_tells_the_operator_about_offline_access(
     alice: User, mocked: responses.RequestsMock
 ) -> None:
     failure = next(f for f in TOKEN_FAILURES if f.id == "no-refresh-token")
-    register_failure(mocked, failure)
-    client = logged_in(alice)
 
-    response = callback(client, code=CODE, state=start_flow(client))
+    response = connect_failing(logged_in(alice), mocked, failure)
 
     assert b"add offline_access to ATLASSIAN_SCOPES" in response.content
     assert b"tell the portal&#x27;s operator" in response.content
@@ -65,10 +61,7 @@ def test_missing_refresh_token_tells_the_operator_about_offline_access(
 
 
 def test_an_expired_code_offers_to_start_again(alice: User, mocked: responses.RequestsMock) -> None:
-    register_failure(mocked, TOKEN_FAILURES[0])
-    client = logged_in(alice)
-
-    response = callback(client, code=CODE, state=start_flow(client))
+    response = connect_failing(logged_in(alice), mocked, TOKEN_FAILURES[0])
 
     assert b"Start again" in response.content
 
@@ -77,10 +70,7 @@ def test_an_expired_code_offers_to_start_again(alice: User, mocked: responses.Re
 def test_sites_or_identity_failure_shows_a_plain_page_and_writes_nothing(
     alice: User, mocked: responses.RequestsMock, failure: Failure
 ) -> None:
-    register_failure(mocked, failure)
-    client = logged_in(alice)
-
-    response = callback(client, code=CODE, state=start_flow(client))
+    response = connect_failing(logged_in(alice), mocked, failure)
 
     assert response.status_code == failure.status
     _assert_our_error_page(response.content, says=failure.says)

@@ -105,50 +105,48 @@ def test_replayed_state_is_refused_without_token_call(alice: User, mocked: respo
     assert state not in pending_states(client)
 
 
-def test_state_issued_to_another_user_is_refused(alice: User, bob: User, mocked: responses.RequestsMock) -> None:
-    register_success(mocked)
-    client = logged_in(alice)
-    state = start_flow(client)
-    # Same browser session, but by the time the reply arrives it belongs to bob.
+def _bob_takes_over_the_session(client: Client, alice: User, bob: User) -> Client:
+    # Same browser session, but by the time the reply arrives it is bob's: user binding.
     session = client.session
     session[SESSION_KEY] = str(bob.pk)
     session[HASH_SESSION_KEY] = bob.get_session_auth_hash()
     session.save()
-
-    response = callback(client, code=CODE, state=state)
-
-    _assert_refused(response, says=b"started by a different portal user")
-    assert len(mocked.calls) == 0
-    assert row_counts() == (0, 0, 0)
-    assert state not in pending_states(client)
+    return client
 
 
-def test_pending_state_does_not_survive_login_as_another_user(
-    alice: User, bob: User, mocked: responses.RequestsMock
-) -> None:
+def _bob_logs_in(client: Client, alice: User, bob: User) -> Client:
     # Logging in as someone else flushes the session: alice's pending states go with it.
+    client.force_login(bob)
+    return client
+
+
+def _another_browser(client: Client, alice: User, bob: User) -> Client:
+    return logged_in(alice)
+
+
+Switch = Callable[[Client, User, User], Client]
+SWITCHES: list[tuple[str, Switch, bytes]] = [
+    ("issued-to-another-user", _bob_takes_over_the_session, b"started by a different portal user"),
+    ("after-login-as-another-user", _bob_logs_in, b"does not belong"),
+    ("issued-in-another-session", _another_browser, b"does not belong"),
+]
+
+
+@pytest.mark.parametrize(("case", "switch", "says"), SWITCHES, ids=[case[0] for case in SWITCHES])
+def test_state_finished_by_another_user_or_session_is_refused(
+    alice: User, bob: User, mocked: responses.RequestsMock, case: str, switch: Switch, says: bytes
+) -> None:
     register_success(mocked)
     client = logged_in(alice)
     state = start_flow(client)
-    client.force_login(bob)
+    finisher = switch(client, alice, bob)
 
-    response = callback(client, code=CODE, state=state)
+    response = callback(finisher, code=CODE, state=state)
 
-    _assert_refused(response, says=b"does not belong")
+    _assert_refused(response, says=says)
     assert len(mocked.calls) == 0
     assert row_counts() == (0, 0, 0)
-
-
-def test_state_issued_in_another_session_is_refused(alice: User, mocked: responses.RequestsMock) -> None:
-    register_success(mocked)
-    state = start_flow(logged_in(alice))
-    other_browser = logged_in(alice)
-
-    response = callback(other_browser, code=CODE, state=state)
-
-    _assert_refused(response, says=b"does not belong")
-    assert len(mocked.calls) == 0
-    assert row_counts() == (0, 0, 0)
+    assert state not in pending_states(finisher)
 
 
 def test_logged_out_browser_is_refused_without_token_call(alice: User, mocked: responses.RequestsMock) -> None:

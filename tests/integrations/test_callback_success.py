@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from integrations.models import Actor, ConnectionEvent, ConnectionStatus, EventKind, JiraConnection, JiraSite
+from tests.conftest import ME_URL, RESOURCES_URL
 from tests.integrations.oauth_helpers import (
     ACCESS_TOKEN,
     ACCOUNT_ID,
@@ -29,7 +30,6 @@ from tests.integrations.oauth_helpers import (
     token_calls,
     token_reply,
 )
-from tests.conftest import ME_URL, RESOURCES_URL
 
 
 def _messages(client: Client) -> str:

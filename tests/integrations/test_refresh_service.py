@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from integrations.models import ConnectionEvent, ConnectionStatus, EventKind, Ji
 from integrations.services import RefreshOutcome
 from tests.conftest import TOKEN_URL, ConnectionFactory
 from tests.integrations.refresh_support import (
+    OTHER_FERNET_KEY,
     FakeClock,
     assert_no_secret,
     event_kinds,
@@ -142,7 +144,7 @@ def test_expiry_counts_from_when_the_request_left(
 
     def slow_reply(request: Any) -> tuple[int, dict[str, str], str]:
         frozen.advance(seconds=40)
-        return 200, {}, __import__("json").dumps(token_reply(1))
+        return 200, {}, json.dumps(token_reply(1))
 
     mocked.add_callback(responses.POST, TOKEN_URL, callback=slow_reply)
 
@@ -455,7 +457,7 @@ def test_claim_is_held_during_the_call_and_its_lease_counts_from_the_wall_clock(
     def reply(request: Any) -> tuple[int, dict[str, str], str]:
         row = fresh(due)
         seen.append((row.claim_id is not None, row.claimed_until))
-        return 200, {}, __import__("json").dumps(token_reply(1))
+        return 200, {}, json.dumps(token_reply(1))
 
     mocked.add_callback(responses.POST, TOKEN_URL, callback=reply)
 
@@ -472,7 +474,7 @@ def test_gone_connection_is_reported_gone(mocked: responses.RequestsMock, db: No
 def test_unreadable_refresh_token_marks_needs_reconnect_without_a_token_call(
     due: JiraConnection, mocked: responses.RequestsMock
 ) -> None:
-    with override_settings(FERNET_KEYS=["b3RoZXIta2V5LW90aGVyLWtleS1vdGhlci1rZXktMDA="]):
+    with override_settings(FERNET_KEYS=[OTHER_FERNET_KEY]):
         result = refresh(due)
 
     assert result.outcome == RefreshOutcome.NEEDS_RECONNECT
@@ -494,7 +496,7 @@ def test_refresh_whose_version_moved_during_the_call_does_not_overwrite(
         JiraConnection.objects.filter(pk=due.pk).update(
             access_token="reconnected-access", refresh_token="reconnected-refresh", version=F("version") + 1
         )
-        return 200, {}, __import__("json").dumps(token_reply(1))
+        return 200, {}, json.dumps(token_reply(1))
 
     mocked.add_callback(responses.POST, TOKEN_URL, callback=reconnect_meanwhile)
 

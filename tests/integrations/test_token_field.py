@@ -116,7 +116,8 @@ def test_writes_use_the_first_key_while_older_keys_still_decrypt(
 
     access = raw_token(connection.pk, "access_token")
     refresh = raw_token(connection.pk, "refresh_token")
-    assert access is not None and refresh is not None
+    assert access is not None
+    assert refresh is not None
     assert Fernet(newest).decrypt(access) == b"rewritten-access-secret"
     assert Fernet(old_key).decrypt(refresh) == b"refresh-token-1-secret"
     stored = reload(connection)
@@ -137,4 +138,5 @@ def test_str_and_repr_show_no_token(alice: User, make_connection: ConnectionFact
 
     for text in (str(connection), repr(connection)):
         assert "secret" not in text
-        assert connection.pk is not None and str(connection.pk) in text
+        assert connection.pk is not None
+        assert str(connection.pk) in text

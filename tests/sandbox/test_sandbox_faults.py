@@ -35,6 +35,8 @@ def test_429_carries_retry_after(client: SandboxClient) -> None:
     answer = client.api("/ex/jira/x/rest/api/3/search/jql", "whatever")
     assert answer.status_code == 429
     assert answer.headers["Retry-After"] == "7"
+    assert answer.headers["X-RateLimit-Remaining"] == "0"
+    assert "X-RateLimit-Reset" in answer.headers
 
 
 def test_malformed_is_200_without_json(client: SandboxClient) -> None:

@@ -1,0 +1,363 @@
+"""What every benchmark stands on: the sandbox process, the bench database, the portal's
+environment, `manage.py` runs with their CPU time, and the results file.
+
+The portal is configured exactly as in production (jiraconnect.settings from the
+environment), pointed at a sandbox process; nothing is patched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+RESULTS_FILE = BASE_DIR / "bench" / "results" / "latest.json"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_jiraconnect"
+
+# The sandbox's own fixed, public test credentials (sandbox/config.py).
+SANDBOX_CLIENT_ID = "sandbox-client-id"
+SANDBOX_CLIENT_SECRET = "sandbox-client-secret"
+SANDBOX_REDIRECT_URI = "http://127.0.0.1:8000/integrations/jira/callback/"
+SANDBOX_START_TIMEOUT = 20.0
+CONTROL_TIMEOUT = 120.0
+
+
+class BenchError(Exception):
+    """The bench cannot run here (no PostgreSQL, the sandbox did not start…)."""
+
+
+# --- Results ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the printed table. `met` is None where there is no goal."""
+
+    metric: str
+    value: str
+    goal: str = ""
+    met: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "value": self.value, "goal": self.goal, "met": self.met}
+
+
+@dataclass
+class Outcome:
+    name: str
+    rows: list[Row] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table": [row.as_dict() for row in self.rows], **self.data}
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else 0.0
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (p99 of 1,000 samples is the 990th smallest)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    return float(ordered[rank - 1])
+
+
+def verdict(met: bool | None) -> str:
+    return "" if met is None else ("met" if met else "MISSED")
+
+
+def format_table(outcomes: Sequence[Outcome]) -> str:
+    header = ("benchmark", "metric", "value", "goal", "")
+    lines = [header]
+    for outcome in outcomes:
+        for row in outcome.rows:
+            lines.append((outcome.name, row.metric, row.value, row.goal, verdict(row.met)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    rendered = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines]
+    rendered.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(rendered)
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = ""
+    try:
+        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+        cpu = match.group(1).strip() if match else ""
+    except OSError:
+        pass
+    memory_gb = 0.0
+    try:
+        match = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
+        memory_gb = round(int(match.group(1)) / 1024 / 1024, 1) if match else 0.0
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": memory_gb,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def write_results(outcomes: Sequence[Outcome], *, meta: dict[str, Any], path: Path = RESULTS_FILE) -> None:
+    """Merge into the results file: running one benchmark keeps the others' last figures."""
+    existing: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text())
+        except ValueError:
+            existing = {}
+    benchmarks = existing.get("benchmarks", {}) if isinstance(existing.get("benchmarks"), dict) else {}
+    for outcome in outcomes:
+        benchmarks[outcome.name] = {"measured_at": meta["date"], **outcome.as_dict()}
+    document = {**meta, "benchmarks": benchmarks}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    temporary.replace(path)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+# --- The sandbox --------------------------------------------------------------------------
+
+
+class SandboxControl:
+    """The sandbox's /_sandbox/ controls over HTTP (stdlib only)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def control(self, name: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.url}/_sandbox/{name}",
+            data=data,
+            method="GET" if body is None else "POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=CONTROL_TIMEOUT) as response:
+            return json.loads(response.read())
+
+    def reset(self) -> None:
+        self.control("reset", {})
+
+    def faults(self, spec: dict[str, Any]) -> None:
+        self.control("faults", spec)
+
+    def counters(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.control("counters")
+        return result
+
+    def mint(self, *, count: int, account_id: str | None = None) -> list[dict[str, Any]]:
+        """Token pairs without the browser flow; count > 1 gives each its own account."""
+        body: dict[str, Any] = {"count": count, "scopes": "read:jira-work read:jira-user read:me offline_access"}
+        if account_id is not None:
+            body["account_id"] = account_id
+        grants: list[dict[str, Any]] = self.control("grants", body)
+        return grants
+
+
+class SandboxProcess(SandboxControl):
+    """`python -m sandbox` as a child process on an ephemeral port."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> SandboxProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox", "--port", "0", "--leeway", "600", "--quiet"],
+            cwd=BASE_DIR,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        match = re.search(r"listening on (http://\S+)", line)
+        if match is None:
+            self.stop()
+            raise BenchError(f"the sandbox did not start (it said {line.strip()!r})")
+        self.url = match.group(1)
+        deadline = time.monotonic() + SANDBOX_START_TIMEOUT
+        while True:
+            try:
+                self.counters()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise BenchError("the sandbox does not answer") from None
+                time.sleep(0.1)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the sandbox has used so far (Linux /proc)."""
+        if self.process is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        # utime and stime are fields 14 and 15 of stat; the split starts at field 3.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.process = None
+
+
+# --- The portal ---------------------------------------------------------------------------
+
+
+def database_url() -> str:
+    return os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+
+
+def ensure_database(url: str) -> None:
+    """Create the bench database if it does not exist (PostgreSQL only)."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise BenchError(f"the benchmarks need PostgreSQL; BENCH_DATABASE_URL is {parts.scheme}://")
+    name = parts.path.lstrip("/")
+    maintenance = urlunsplit(parts._replace(path="/postgres"))
+    try:
+        with psycopg.connect(maintenance, autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.OperationalError as exc:
+        raise BenchError(f"cannot reach PostgreSQL at {parts.hostname}:{parts.port}: {exc}") from None
+
+
+def configure_portal(*, sandbox_url: str, db_url: str) -> None:
+    """The environment jiraconnect.settings reads, then django.setup() and migrate.
+
+    Child processes (manage.py, gunicorn) inherit the same environment.
+    """
+    from cryptography.fernet import Fernet
+
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "jiraconnect.settings",
+            # Exactly this environment: a developer's .env must not leak into the figures.
+            "JIRACONNECT_ENV_FILE": "",
+            "DEBUG": "true",
+            "DATABASE_URL": db_url,
+            # A fresh key per run: every benchmark seeds its own rows.
+            "FERNET_KEYS": Fernet.generate_key().decode(),
+            "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+            "ATLASSIAN_CLIENT_ID": SANDBOX_CLIENT_ID,
+            "ATLASSIAN_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+            "ATLASSIAN_REDIRECT_URI": SANDBOX_REDIRECT_URI,
+            "ATLASSIAN_AUTH_URL": sandbox_url,
+            "ATLASSIAN_API_URL": sandbox_url,
+            "EMAIL_URL": "consolemail://",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def reset_data() -> None:
+    """Empty every table a benchmark fills, so each starts from the same state."""
+    from django.contrib.sessions.models import Session
+    from django.db import connection
+
+    from accounts.models import User
+    from integrations.models import ConnectionEvent, JiraConnection, JiraSite
+
+    tables = [m._meta.db_table for m in (ConnectionEvent, JiraSite, JiraConnection, Session, User)]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            names = ", ".join(connection.ops.quote_name(t) for t in tables)
+            cursor.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        else:
+            for table in tables:
+                cursor.execute(f"DELETE FROM {connection.ops.quote_name(table)}")  # noqa: S608
+
+
+def analyze(*tables: str) -> None:
+    """What autovacuum would do a minute after a bulk load: fresh planner statistics."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+
+
+@dataclass(frozen=True)
+class CommandRun:
+    args: tuple[str, ...]
+    returncode: int
+    wall_seconds: float
+    cpu_seconds: float
+    stdout: str
+    stderr: str
+
+    def json(self) -> dict[str, Any]:
+        """The last stdout line, as printed by `--json`."""
+        lines = [line for line in self.stdout.splitlines() if line.strip()]
+        if not lines:
+            raise BenchError(f"manage.py {' '.join(self.args)} printed nothing; stderr: {self.stderr[-2000:]}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+
+
+def manage(*args: str, timeout: float | None = None) -> CommandRun:
+    """Run `manage.py ARGS` as cron would: a new process; its wall and CPU time measured."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return CommandRun(tuple(args), completed.returncode, wall, cpu, completed.stdout, completed.stderr)

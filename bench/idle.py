@@ -1,0 +1,131 @@
+"""A run with nothing to do: 100,000 connections, none due.
+
+cron starts `refresh_tokens` every few minutes whatever the table holds, so an idle run
+must stay cheap as the table grows: the due query reads the partial indexes
+conn_due_expiry_idx / conn_due_idle_idx (rows not needing reconnect), not the table.
+Measured: the process wall time (what cron pays, Python and Django start-up included),
+the command's own elapsed time, and EXPLAIN (ANALYZE, BUFFERS) of the due query's SQL
+as services.connections_due sends it.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from bench import seed
+from bench.harness import Outcome, Row, analyze, manage, median
+from integrations import services
+from integrations.models import ConnectionStatus, JiraConnection
+
+CONNECTIONS = 100_000
+RUNS = 5
+WALL_GOAL = 1.0
+INDEXES = ("conn_due_expiry_idx", "conn_due_idle_idx")
+
+
+def seed_idle(*, count: int) -> None:
+    """Active rows expiring in 20-60 minutes, refreshed within the month; 2% needing
+    reconnect (stale expiries, outside the indexes) and 1% backing off after a failure."""
+    rng = random.Random(20261128)
+    now = timezone.now()
+    owners = seed.users(count, prefix="idle-")
+    grants = [
+        {"account_id": f"557058:idle-{n:06d}", "access_token": seed.fake_token(900), "refresh_token": seed.fake_token(600)}
+        for n in range(count)
+    ]
+    expires: list[datetime | None] = []
+    statuses: list[str] = []
+    retry: list[datetime | None] = []
+    for _ in range(count):
+        draw = rng.random()
+        if draw < 0.02:
+            expires.append(now - timedelta(days=rng.randint(1, 200)))
+            statuses.append(ConnectionStatus.NEEDS_RECONNECT)
+            retry.append(None)
+        elif draw < 0.03:
+            expires.append(now + timedelta(minutes=rng.uniform(20, 60)))
+            statuses.append(ConnectionStatus.REFRESH_FAILING)
+            retry.append(now + timedelta(minutes=rng.uniform(1, 60)))
+        else:
+            expires.append(now + timedelta(minutes=rng.uniform(20, 60)))
+            statuses.append(ConnectionStatus.ACTIVE)
+            retry.append(None)
+    seed.connections(
+        owners,
+        grants,
+        expires_at=expires,
+        tokens_issued_at=now - timedelta(days=3),
+        statuses=statuses,
+        next_attempt_at=retry,
+    )
+    analyze(JiraConnection._meta.db_table)
+
+
+def due_query_plan() -> tuple[str, str]:
+    """(SQL, EXPLAIN ANALYZE plan) of the query connections_due actually sends."""
+    with CaptureQueriesContext(db_connection) as captured:
+        due = services.connections_due(now=timezone.now())
+    if due:
+        raise AssertionError(f"{len(due)} connections are due; the idle benchmark expects none")
+    sql = captured.captured_queries[-1]["sql"]
+    with db_connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    return sql, plan
+
+
+def measure(*, connections: int = CONNECTIONS, runs: int = RUNS) -> Outcome:
+    seed_idle(count=connections)
+    results: list[dict[str, Any]] = []
+    for _ in range(runs):
+        run = manage("refresh_tokens", "--json")
+        summary = run.json()
+        if summary["due"] != 0 or run.returncode != 0:
+            raise AssertionError(f"idle run was not idle: {summary}")
+        results.append(
+            {"process_wall_seconds": round(run.wall_seconds, 3), "elapsed_seconds": summary["elapsed_seconds"]}
+        )
+    check = manage("check")
+    startup = check.wall_seconds
+    sql, plan = due_query_plan()
+    wall = median([r["process_wall_seconds"] for r in results])
+    inner = median([r["elapsed_seconds"] for r in results])
+    uses = {name: name in plan for name in INDEXES}
+    seq_scan = "Seq Scan" in plan
+    execution = next((line.split(":", 1)[1].strip() for line in plan.splitlines() if "Execution Time" in line), "")
+    outcome = Outcome("idle")
+    outcome.rows = [
+        Row(
+            f"refresh_tokens, {connections} connections, none due",
+            f"{wall:.2f} s wall (median of {runs})",
+            f"< {WALL_GOAL:.0f} s",
+            wall < WALL_GOAL,
+        ),
+        Row("  of which the run itself", f"{inner * 1000:.1f} ms", "", None),
+        Row("  baseline: manage.py check (start-up only)", f"{startup:.2f} s"),
+        Row(
+            "due query uses the partial indexes",
+            ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in uses.items()) + f"; {execution}",
+            "both, no Seq Scan",
+            all(uses.values()) and not seq_scan,
+        ),
+    ]
+    outcome.data = {
+        "connections": connections,
+        "runs": results,
+        "process_wall_median_seconds": wall,
+        "run_elapsed_median_seconds": inner,
+        "startup_check_seconds": round(startup, 3),
+        "goal_seconds": WALL_GOAL,
+        "indexes_used": uses,
+        "seq_scan": seq_scan,
+        "due_query_sql": sql,
+        "plan": plan,
+    }
+    return outcome

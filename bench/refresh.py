@@ -1,0 +1,296 @@
+"""Token refresh throughput: `manage.py refresh_tokens` at N workers against one at a time.
+
+10,000 due connections hold live sandbox grants; the sandbox's token endpoint answers
+after 100 ms. Each run is the real command in a new process (as cron starts it) with
+`--json`; between runs every connection is made due again (its stored pair is the live
+one, so the sandbox sees ordinary rotations, never a reuse).
+
+* one at a time (`--concurrency 1`) on a sample: 10,000 x 100 ms would take 17 minutes;
+* a sweep of concurrencies on samples, to find where throughput stops growing;
+* the command's default concurrency (no flag) on all 10,000: the headline ratio;
+* a cProfile of 500 refreshes in-process (no injected latency: CPU is what it measures).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from bench import seed
+from bench.harness import CommandRun, Outcome, Row, SandboxProcess, analyze, manage
+from integrations import refresh_run
+from integrations.models import ConnectionEvent, JiraConnection
+
+LATENCY_MS = 100
+CONNECTIONS = 10_000
+SERIAL_SAMPLE = 300
+SWEEP = (8, 16, 32, 64, 128)
+PROFILE_REFRESHES = 500
+RATIO_GOAL = 30.0
+BOUND_GOAL = 0.5
+# Within this share of the best rate, the smaller concurrency is the better choice
+# (fewer database connections and sockets for the same throughput).
+NEAR_BEST = 0.95
+
+
+def default_concurrency() -> int:
+    from integrations.management.commands.refresh_tokens import Command
+
+    parser = Command().create_parser("manage.py", "refresh_tokens")
+    return int(parser.get_default("concurrency"))
+
+
+def sweep_sample(concurrency: int, connections: int) -> int:
+    # Long enough for the pool to reach its steady state (about 30 rounds per worker).
+    return min(connections, max(2000, 32 * concurrency))
+
+
+def seed_due(sandbox: SandboxProcess, *, count: int) -> None:
+    grants = sandbox.mint(count=count)
+    owners = seed.users(count, prefix="refresh-")
+    seed.connections(owners, grants, expires_at=timezone.now() - timedelta(minutes=5))
+    analyze(JiraConnection._meta.db_table)
+
+
+def rearm() -> None:
+    """Every connection due again, and the audit trail emptied (a run adds one row each)."""
+    JiraConnection.objects.update(access_token_expires_at=timezone.now() - timedelta(minutes=5))
+    with db_connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {db_connection.ops.quote_name(ConnectionEvent._meta.db_table)}")
+    analyze(JiraConnection._meta.db_table, ConnectionEvent._meta.db_table)
+
+
+def run_command(sandbox: SandboxProcess, *, concurrency: int | None, limit: int | None) -> dict[str, Any]:
+    """One `refresh_tokens --json` process; `concurrency` None leaves the default."""
+    rearm()
+    args = ["refresh_tokens", "--json"]
+    if concurrency is not None:
+        args += ["--concurrency", str(concurrency)]
+    if limit is not None:
+        args += ["--limit", str(limit)]
+    counters_before = sandbox.counters()
+    sandbox_cpu = sandbox.cpu_seconds()
+    run: CommandRun = manage(*args)
+    counters_after = sandbox.counters()
+    summary = run.json()
+    workers = concurrency if concurrency is not None else default_concurrency()
+    refreshed = int(summary["refreshed"])
+    elapsed = float(summary["elapsed_seconds"])
+    rate = refreshed / elapsed if elapsed > 0 else 0.0
+    bound = workers / (LATENCY_MS / 1000)
+    return {
+        "concurrency": workers,
+        "flag": concurrency is not None,
+        "limit": limit,
+        "due": summary["due"],
+        "refreshed": refreshed,
+        "transient_failures": summary["transient_failures"],
+        "errors": summary["errors"],
+        "exit_code": run.returncode,
+        "elapsed_seconds": elapsed,
+        "process_wall_seconds": round(run.wall_seconds, 3),
+        "refreshes_per_second": round(rate, 1),
+        "bound_per_second": bound,
+        "share_of_bound": round(rate / bound, 3),
+        "cpu_seconds": round(run.cpu_seconds, 2),
+        "cpu_ms_per_refresh": round(1000 * run.cpu_seconds / refreshed, 3) if refreshed else None,
+        "sandbox_cpu_seconds": round(sandbox.cpu_seconds() - sandbox_cpu, 2),
+        "sandbox_refreshes": counters_after["refreshes"] - counters_before["refreshes"],
+        "sandbox_reuse_detections": counters_after["reuse_detections"] - counters_before["reuse_detections"],
+        "stderr_tail": run.stderr[-500:] if run.returncode else "",
+    }
+
+
+def recommend(sweep: Sequence[dict[str, Any]]) -> int:
+    best = max(r["refreshes_per_second"] for r in sweep)
+    return min(r["concurrency"] for r in sweep if r["refreshes_per_second"] >= NEAR_BEST * best)
+
+
+# --- Profile ------------------------------------------------------------------------------
+
+# (label, file suffix, function name): cumulative CPU per refresh of each step.
+STEPS = (
+    ("claim UPDATE", "integrations/services.py", "_claim"),
+    ("token call (HTTP + JSON + TokenSet)", "integrations/services.py", "_call_refresh"),
+    ("store rotated pair: CAS UPDATE", "integrations/services.py", "_update_surviving_outage"),
+    ("audit event INSERT", "integrations/services.py", "event_record"),
+    ("release UPDATE", "integrations/services.py", "_release"),
+    ("due query (once per run)", "integrations/services.py", "connections_due"),
+    ("Fernet decrypt (2 tokens per row read)", "integrations/fields.py", "from_db_value"),
+    ("Fernet encrypt (2 tokens per write)", "fernet_fields/fields.py", "get_db_prep_save"),
+    ("Django DB execute (driver + debug logging)", "django/db/backends/utils.py", "execute"),
+    ("  of which DEBUG query logging", "django/db/backends/utils.py", "debug_sql"),
+    ("SQL compilation", "django/db/models/sql/compiler.py", "as_sql"),
+    ("requests Session.request", "requests/sessions.py", "request"),
+)
+
+LAYERS = (
+    ("cryptography (Fernet, HMAC, base64)", ("cryptography", "fernet", "base64", "hmac")),
+    ("psycopg driver", ("psycopg",)),
+    ("Django ORM and DB layer", ("django/db",)),
+    ("HTTP client (requests, urllib3, http.client, socket)", ("requests/", "urllib3", "http/client", "socket", "ssl")),
+    ("json", ("json/",)),
+    ("Django other", ("django/",)),
+    ("portal code (integrations/)", ("integrations/",)),
+)
+
+
+def _layer(filename: str, function: str) -> str:
+    where = filename if filename != "~" else function
+    for label, needles in LAYERS:
+        if any(needle in where for needle in needles):
+            return label
+    return "builtins and other stdlib" if filename == "~" else "other Python"
+
+
+def profile(sandbox: SandboxProcess, *, refreshes: int = PROFILE_REFRESHES) -> dict[str, Any]:
+    """cProfile (CPU clock) of `refreshes` refreshes, one worker, in this process."""
+    rearm()
+    sandbox.faults({})
+    profiler = cProfile.Profile(time.process_time)
+    wall = time.perf_counter()
+    cpu = time.process_time()
+    with CaptureQueriesContext(db_connection) as captured:
+        profiler.enable()
+        summary = refresh_run.refresh_due(refresh_run.RunOptions(concurrency=1, limit=refreshes))
+        profiler.disable()
+    cpu = time.process_time() - cpu
+    wall = time.perf_counter() - wall
+    done = max(1, summary.counts[refresh_run.RefreshOutcome.REFRESHED])
+    stats = pstats.Stats(profiler)
+    entries: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
+
+    steps = []
+    for label, suffix, function in STEPS:
+        cumulative = sum(ct for (f, _, name), (_, _, _, ct, _) in entries.items() if f.endswith(suffix) and name == function)
+        steps.append({"step": label, "cpu_us_per_refresh": round(1e6 * cumulative / done, 1)})
+    layers: Counter[str] = Counter()
+    for (filename, _, function), (_, _, tottime, _, _) in entries.items():
+        layers[_layer(filename, function)] += tottime
+    top = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)[:20]
+    statements = Counter(q["sql"].split(None, 1)[0].upper() for q in captured.captured_queries)
+    return {
+        "refreshes": done,
+        "wall_seconds": round(wall, 3),
+        "cpu_seconds": round(cpu, 3),
+        "cpu_us_per_refresh": round(1e6 * cpu / done, 1),
+        "single_process_ceiling_per_second": round(done / cpu, 1) if cpu else None,
+        "queries_per_refresh": round(len(captured.captured_queries) / done, 2),
+        "statements_per_refresh": {k: round(v / done, 2) for k, v in statements.most_common()},
+        "steps": steps,
+        "layers": [
+            {"layer": name, "cpu_us_per_refresh": round(1e6 * seconds / done, 1)}
+            for name, seconds in layers.most_common()
+        ],
+        "top_functions": [
+            {
+                "function": f"{filename.rsplit('site-packages/', 1)[-1]}:{line} {name}",
+                "calls_per_refresh": round(calls / done, 2),
+                "tottime_us_per_refresh": round(1e6 * tottime / done, 1),
+                "cumtime_us_per_refresh": round(1e6 * cumtime / done, 1),
+            }
+            for (filename, line, name), (_, calls, tottime, cumtime, _) in top
+        ],
+    }
+
+
+# --- The benchmark --------------------------------------------------------------------------
+
+
+def measure(
+    sandbox: SandboxProcess,
+    *,
+    connections: int = CONNECTIONS,
+    serial_sample: int = SERIAL_SAMPLE,
+    sweep: Sequence[int] = SWEEP,
+    profile_refreshes: int = PROFILE_REFRESHES,
+) -> Outcome:
+    seed_due(sandbox, count=connections)
+    default = default_concurrency()
+    sandbox.faults({"token": {"latency_ms": LATENCY_MS}})
+    try:
+        serial = run_command(sandbox, concurrency=1, limit=serial_sample)
+        sweep_runs = [run_command(sandbox, concurrency=c, limit=sweep_sample(c, connections)) for c in sweep]
+        headline = run_command(sandbox, concurrency=None, limit=None)
+        recommended = recommend(sweep_runs)
+        at_recommended = (
+            run_command(sandbox, concurrency=recommended, limit=None) if recommended != default else headline
+        )
+    finally:
+        sandbox.faults({})
+    profiled = profile(sandbox, refreshes=min(profile_refreshes, connections))
+
+    base = serial["refreshes_per_second"] or 1.0
+    ratio = headline["refreshes_per_second"] / base
+    ratio_recommended = at_recommended["refreshes_per_second"] / base
+    outcome = Outcome("refresh")
+    outcome.rows = [
+        Row(
+            f"--concurrency 1 ({serial['refreshed']} of {connections} due)",
+            f"{serial['refreshes_per_second']:.1f}/s",
+            f"bound {serial['bound_per_second']:.0f}/s",
+        ),
+    ]
+    for run in sweep_runs:
+        outcome.rows.append(
+            Row(
+                f"--concurrency {run['concurrency']} ({run['refreshed']} refreshed)",
+                f"{run['refreshes_per_second']:.0f}/s = {run['share_of_bound']:.0%} of bound",
+                f"bound {run['bound_per_second']:.0f}/s",
+            )
+        )
+    outcome.rows += [
+        Row(
+            f"default (--concurrency {default}), all {headline['refreshed']}",
+            f"{headline['refreshes_per_second']:.0f}/s in {headline['elapsed_seconds']:.1f} s",
+        ),
+        Row("default / one at a time", f"{ratio:.1f}x", f">= {RATIO_GOAL:.0f}x", ratio >= RATIO_GOAL),
+        Row(
+            "default: share of concurrency / latency",
+            f"{headline['share_of_bound']:.0%}",
+            f">= {BOUND_GOAL:.0%}",
+            headline["share_of_bound"] >= BOUND_GOAL,
+        ),
+        Row("recommended concurrency", str(recommended), f"default is {default}"),
+    ]
+    if at_recommended is not headline:
+        outcome.rows += [
+            Row(
+                f"--concurrency {recommended}, all {at_recommended['refreshed']}",
+                f"{at_recommended['refreshes_per_second']:.0f}/s = {ratio_recommended:.1f}x, "
+                f"{at_recommended['share_of_bound']:.0%} of bound",
+                f">= {RATIO_GOAL:.0f}x, >= {BOUND_GOAL:.0%}",
+                ratio_recommended >= RATIO_GOAL and at_recommended["share_of_bound"] >= BOUND_GOAL,
+            ),
+        ]
+    outcome.rows.append(
+        Row(
+            "CPU per refresh (profile)",
+            f"{profiled['cpu_us_per_refresh'] / 1000:.2f} ms, {profiled['queries_per_refresh']:g} queries",
+            f"one process tops out near {profiled['single_process_ceiling_per_second']:.0f}/s",
+        )
+    )
+    outcome.data = {
+        "connections": connections,
+        "token_latency_ms": LATENCY_MS,
+        "default_concurrency": default,
+        "serial": serial,
+        "sweep": sweep_runs,
+        "default_run": headline,
+        "recommended_concurrency": recommended,
+        "recommended_run": at_recommended,
+        "ratio_default_vs_serial": round(ratio, 2),
+        "ratio_recommended_vs_serial": round(ratio_recommended, 2),
+        "goals": {"ratio": RATIO_GOAL, "share_of_bound": BOUND_GOAL},
+        "profile": profiled,
+    }
+    return outcome

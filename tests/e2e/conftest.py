@@ -1,0 +1,160 @@
+"""End-to-end fixtures: the live portal (pytest-django's live_server, in a thread of this
+process), an in-process Atlassian sandbox, and headless chromium driven by Playwright.
+
+Both servers run in this process so the suite needs no migrations of its own and works
+on SQLite and PostgreSQL alike: live_server uses the test database (transactional).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from django.conf import settings as django_settings
+
+from sandbox.server import Sandbox, SandboxConfig
+from tests.conftest import chromium_path
+
+CALLBACK_PATH = "/integrations/jira/callback/"
+ARTIFACTS = Path(django_settings.BASE_DIR) / "artifacts" / "e2e"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "Zebra-Lamp-Orbit-77"
+# Playwright waits this long (ms) for a page or an element; a broken step fails fast.
+STEP_TIMEOUT_MS = 10_000
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    # Lets the journey fixture take a last screenshot when the test body failed.
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str:
+    path = chromium_path()
+    if path is None:
+        pytest.skip("chromium not installed: apt-get install chromium")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sandbox(live_server: Any) -> Iterator[Sandbox]:
+    # Started after live_server: its redirect URI has to be the live portal's callback.
+    config = SandboxConfig(host="127.0.0.1", port=0, redirect_uri=live_server.url + CALLBACK_PATH)
+    with Sandbox(config) as server:
+        yield server
+
+
+@dataclass(frozen=True)
+class Portal:
+    url: str
+    sandbox_url: str
+
+    def control(self, name: str, body: dict[str, Any] | None = None) -> Any:
+        """A /_sandbox/ control over HTTP, as a developer would call it."""
+        target = f"{self.sandbox_url}/_sandbox/{name}"
+        answer = requests.post(target, json=body, timeout=5) if body is not None else requests.get(target, timeout=5)
+        answer.raise_for_status()
+        return answer.json()
+
+
+@pytest.fixture
+def portal(live_server: Any, sandbox: Sandbox, settings: Any) -> Portal:
+    """The live portal pointed at the sandbox, as `make run` does with env variables."""
+    settings.ATLASSIAN_CLIENT_ID = sandbox.config.client_id
+    settings.ATLASSIAN_CLIENT_SECRET = sandbox.config.client_secret
+    settings.ATLASSIAN_REDIRECT_URI = live_server.url + CALLBACK_PATH
+    settings.ATLASSIAN_AUTH_URL = sandbox.url
+    settings.ATLASSIAN_API_URL = sandbox.url
+    settings.SITE_URL = live_server.url
+    result = Portal(url=live_server.url, sandbox_url=sandbox.url)
+    result.control("reset", {})
+    return result
+
+
+@dataclass
+class Journey:
+    """One user's browser tab, with numbered screenshots of every step."""
+
+    page: Any
+    portal: Portal
+    folder: Path
+    steps: int = 0
+    seen_html: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+
+    def shot(self, step: str) -> None:
+        self.steps += 1
+        self.seen_html.append(self.page.content())
+        self.page.screenshot(path=str(self.folder / f"{self.steps:02d}-{step}.png"), full_page=True)
+
+    def sign_up(self, email: str) -> None:
+        self.page.goto(self.portal.url + "/accounts/signup/")
+        self.page.fill("input[name=email]", email)
+        self.page.fill("input[name=password1]", PASSWORD)
+        self.page.fill("input[name=password2]", PASSWORD)
+        self.shot("signup")
+        self.page.get_by_role("button", name="Sign up").click()
+        self.page.wait_for_url(self.portal.url + "/settings/")
+
+    def consent(self, *, account_name: str, decision: str, step: str = "consent") -> None:
+        """On the sandbox consent page: pick a seeded account, press Accept or Decline,
+        and follow the redirect back to the portal's settings page."""
+        self.page.wait_for_url(self.portal.sandbox_url + "/authorize?**")
+        self.page.get_by_label(account_name).check()
+        self.shot(step)
+        self.page.get_by_role("button", name=decision).click()
+        self.page.wait_for_url(self.portal.url + "/settings/")
+
+
+@pytest.fixture
+def journey(
+    request: pytest.FixtureRequest, portal: Portal, chromium_executable: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Journey]:
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an idle asyncio loop on this thread; Django's ORM sees a
+    # "running loop" and refuses, though every ORM call here is plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    folder = ARTIFACTS / request.node.name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            context.set_default_timeout(STEP_TIMEOUT_MS)
+            walk = Journey(page=context.new_page(), portal=portal, folder=folder)
+
+            def offline(route: Any) -> None:
+                # The suite must pass without a network: anything but the two local servers
+                # (e.g. the seed's avatar URLs) is refused, never fetched.
+                if urlsplit(route.request.url).hostname in ("localhost", "127.0.0.1"):
+                    route.continue_()
+                else:
+                    walk.blocked.append(route.request.url)
+                    route.abort()
+
+            context.route("**/*", offline)
+            yield walk
+            call_report = getattr(request.node, "rep_call", None)
+            if call_report is not None and call_report.failed:
+                walk.shot("failure")
+        finally:
+            browser.close()

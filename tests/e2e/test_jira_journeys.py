@@ -1,0 +1,139 @@
+"""A user's whole journey in a real browser: the live portal against the live sandbox."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from playwright.sync_api import expect
+
+from integrations.models import JiraConnection
+from sandbox.seed import ADA, SITES, build_issues
+from tests.e2e.conftest import Journey
+
+pytestmark = pytest.mark.browser
+
+ADA_NAME = "Ada Lovelace"
+SITE_NAMES = [site.name for site in SITES]
+
+
+def ada_open_issue_keys() -> dict[str, list[str]]:
+    """Per project key: Ada's open issues, most recently updated first (the My Jira order)."""
+    issues = build_issues()
+    return {
+        site.project_key: [
+            issue.key
+            for issue in sorted(issues[site.cloud_id], key=lambda i: i.updated, reverse=True)
+            if issue.assignee_id == ADA and issue.status_category != "done"
+        ]
+        for site in SITES
+    }
+
+
+def connections_of(email: str) -> list[JiraConnection]:
+    return list(JiraConnection.objects.filter(user__email=email).defer("access_token", "refresh_token"))
+
+
+def test_sign_up_connect_browse_issues_and_disconnect(journey: Journey) -> None:
+    page = journey.page
+    journey.sign_up("ada.portal@example.com")
+    expect(page.locator("#connected-apps")).to_contain_text("Connect your Jira Cloud account")
+    journey.shot("settings-before-connect")
+
+    page.click("#connect-jira")
+    expect(page.locator("#consent-title")).to_contain_text("is requesting access")
+    expect(page.locator("#scopes")).to_contain_text("offline_access")
+    journey.consent(account_name=ADA_NAME, decision="Accept")
+
+    expect(page.locator(".messages")).to_contain_text(f"Connected Jira as {ADA_NAME}.")
+    card = page.locator("article.connection")
+    expect(card).to_have_count(1)
+    expect(card).to_have_attribute("data-status", "active")
+    expect(card.locator("h3")).to_have_text(f"Jira · {ADA_NAME}")
+    expect(card.locator("table.sites tbody tr")).to_have_count(len(SITES))
+    for name in SITE_NAMES:
+        expect(card.locator("table.sites")).to_contain_text(f"https://{name}.atlassian.net")
+    journey.shot("connected")
+
+    page.get_by_role("link", name="My Jira").click()
+    page.wait_for_url(journey.portal.url + "/jira/")
+    expect(page.locator("td.key").first).to_be_visible()
+    journey.shot("my-jira")
+    shown = [key.strip() for key in page.locator("td.key").all_inner_texts()]
+    for project, expected in ada_open_issue_keys().items():
+        on_page = [key for key in shown if key.startswith(project + "-")]
+        # Only Ada's open issues, newest first: a page of them, not any other order or issue.
+        assert on_page, f"no {project} issues on My Jira"
+        assert on_page == expected[: len(on_page)]
+
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_role("link", name="Disconnect…").click()
+    expect(page.locator("h1")).to_contain_text(f"Disconnect {ADA_NAME}?")
+    journey.shot("disconnect-confirm")
+    page.click("#confirm-disconnect")
+    page.wait_for_url(journey.portal.url + "/settings/")
+    expect(page.locator(".messages")).to_contain_text("id.atlassian.com")
+    expect(page.locator("article.connection")).to_have_count(0)
+    journey.shot("disconnected")
+    assert connections_of("ada.portal@example.com") == []
+
+    # No code or token the sandbox issued ever reached a page the browser saw.
+    secrets = journey.portal.control("secrets")
+    issued = secrets["codes"] + secrets["access_tokens"] + secrets["refresh_tokens"] + [secrets["client_secret"]]
+    assert len(issued) >= 4
+    leaked = [value for value in issued if any(value in html for html in journey.seen_html)]
+    assert leaked == []
+
+
+def test_declining_consent_leaves_no_connection(journey: Journey) -> None:
+    page = journey.page
+    journey.sign_up("decliner@example.com")
+    page.click("#connect-jira")
+    journey.consent(account_name=ADA_NAME, decision="Decline")
+
+    expect(page.locator(".messages")).to_contain_text("You declined to connect Jira")
+    expect(page.locator("article.connection")).to_have_count(0)
+    journey.shot("declined")
+    assert connections_of("decliner@example.com") == []
+    assert journey.portal.control("counters")["requests"].get("token", 0) == 0
+
+
+def test_revoked_grant_shows_reconnect_banner_and_reconnect_restores_it(journey: Journey, mailoutbox: list) -> None:
+    page = journey.page
+    email = "revoked@example.com"
+    journey.sign_up(email)
+    page.click("#connect-jira")
+    journey.consent(account_name=ADA_NAME, decision="Accept")
+    expect(page.locator("article.connection")).to_have_attribute("data-status", "active")
+    journey.shot("connected")
+    [connection] = connections_of(email)
+
+    # The user removes the app at id.atlassian.com; the portal learns it on the next refresh.
+    assert journey.portal.control("revoke", {"account_id": ADA})["revoked"] is True
+    JiraConnection.objects.filter(pk=connection.pk).update(
+        access_token_expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    call_command("refresh_tokens", "--ignore-backoff", "--concurrency", "1")
+    connection.refresh_from_db()
+    assert connection.status == "needs_reconnect"
+    assert [mail.to for mail in mailoutbox] == [[email]]
+
+    page.reload()
+    banner = page.locator(f"#reconnect-banner-{connection.pk}")
+    expect(banner).to_contain_text("This connection needs to be reconnected.")
+    expect(page.locator("article.connection")).to_have_attribute("data-status", "needs_reconnect")
+    journey.shot("reconnect-banner")
+
+    banner.get_by_role("button", name="Reconnect").click()
+    journey.consent(account_name=ADA_NAME, decision="Accept", step="consent-again")
+    expect(page.locator(".messages")).to_contain_text(f"Reconnected Jira as {ADA_NAME}.")
+    expect(page.locator("article.connection")).to_have_attribute("data-status", "active")
+    expect(page.locator("[id^=reconnect-banner-]")).to_have_count(0)
+    journey.shot("reconnected")
+
+    [restored] = connections_of(email)
+    assert restored.pk == connection.pk
+    assert restored.status == "active"
+    assert restored.account_id == ADA
