@@ -8,15 +8,17 @@ on SQLite and PostgreSQL alike: live_server uses the test database (transactiona
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
 import requests
 from django.conf import settings as django_settings
+from django.db import connections
 
 from sandbox.server import Sandbox, SandboxConfig
 from tests.conftest import chromium_path
@@ -32,6 +34,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+T = TypeVar("T")
 PASSWORD = "Zebra-Lamp-Orbit-77"
 # Playwright waits this long (ms) for a page or an element; a broken step fails fast.
 STEP_TIMEOUT_MS = 10_000
@@ -88,6 +91,24 @@ def portal(live_server: Any, sandbox: Sandbox, settings: Any) -> Portal:
     return result
 
 
+def off_the_browser_thread(work: Callable[[], T]) -> T:
+    """Run ORM code (or a management command) in a thread of its own.
+
+    Playwright's sync API keeps an asyncio loop on the test's thread. Django refuses ORM
+    calls there, and asgiref would file their database connection under the loop's
+    context, where nothing closes it (PostgreSQL then cannot drop the test database).
+    """
+
+    def closing() -> T:
+        try:
+            return work()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(closing).result()
+
+
 @dataclass
 class Journey:
     """One user's browser tab, with numbered screenshots of every step."""
@@ -124,14 +145,9 @@ class Journey:
 
 
 @pytest.fixture
-def journey(
-    request: pytest.FixtureRequest, portal: Portal, chromium_executable: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Journey]:
+def journey(request: pytest.FixtureRequest, chromium_executable: str, portal: Portal) -> Iterator[Journey]:
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API keeps an idle asyncio loop on this thread; Django's ORM sees a
-    # "running loop" and refuses, though every ORM call here is plain synchronous code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     folder = ARTIFACTS / request.node.name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from io import StringIO
 
 import pytest
 from django.core.management import call_command
@@ -11,7 +13,7 @@ from playwright.sync_api import expect
 
 from integrations.models import JiraConnection
 from sandbox.seed import ADA, SITES, build_issues
-from tests.e2e.conftest import Journey
+from tests.e2e.conftest import Journey, off_the_browser_thread
 
 pytestmark = pytest.mark.browser
 
@@ -25,7 +27,7 @@ def ada_open_issue_keys() -> dict[str, list[str]]:
     return {
         site.project_key: [
             issue.key
-            for issue in sorted(issues[site.cloud_id], key=lambda i: i.updated, reverse=True)
+            for issue in sorted(issues[site.cloud_id], key=lambda i: i.updated)
             if issue.assignee_id == ADA and issue.status_category != "done"
         ]
         for site in SITES
@@ -33,7 +35,9 @@ def ada_open_issue_keys() -> dict[str, list[str]]:
 
 
 def connections_of(email: str) -> list[JiraConnection]:
-    return list(JiraConnection.objects.filter(user__email=email).defer("access_token", "refresh_token"))
+    return off_the_browser_thread(
+        lambda: list(JiraConnection.objects.filter(user__email=email).defer("access_token", "refresh_token"))
+    )
 
 
 def test_sign_up_connect_browse_issues_and_disconnect(journey: Journey) -> None:
@@ -112,11 +116,15 @@ def test_revoked_grant_shows_reconnect_banner_and_reconnect_restores_it(journey:
 
     # The user removes the app at id.atlassian.com; the portal learns it on the next refresh.
     assert journey.portal.control("revoke", {"account_id": ADA})["revoked"] is True
-    JiraConnection.objects.filter(pk=connection.pk).update(
-        access_token_expires_at=timezone.now() - timedelta(minutes=1)
+    off_the_browser_thread(
+        lambda: JiraConnection.objects.filter(pk=connection.pk).update(
+            access_token_expires_at=timezone.now() - timedelta(minutes=1)
+        )
     )
-    call_command("refresh_tokens", "--ignore-backoff", "--concurrency", "1")
-    connection.refresh_from_db()
+    out = StringIO()
+    off_the_browser_thread(lambda: call_command("refresh_tokens", "--ignore-backoff", "--json", stdout=out))
+    assert json.loads(out.getvalue())["needs_reconnect"] == 1
+    [connection] = connections_of(email)
     assert connection.status == "needs_reconnect"
     assert [mail.to for mail in mailoutbox] == [[email]]
 

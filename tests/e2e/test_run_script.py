@@ -24,7 +24,8 @@ START_TIMEOUT = 30.0
 
 def load_run_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("run_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     # dataclasses look their module up in sys.modules while the class is built.
     sys.modules[spec.name] = module
@@ -180,7 +181,8 @@ def test_make_run_serves_portal_against_sandbox_and_ctrl_c_stops_everything(
     banner = log.read_text()
     assert "OFFLINE SANDBOX: this is NOT Atlassian." in banner
     assert re.search(r"Ada Lovelace\s+ada@example\.com\s+sites: acme, globex, initech", banner)
-    assert "ATLASSIAN_CLIENT_ID" in banner and "Using a real Atlassian app" in banner
+    assert "ATLASSIAN_CLIENT_ID" in banner
+    assert "Using a real Atlassian app" in banner
 
     # The portal sends a signed-in user's connect request to the sandbox, with the
     # callback the sandbox was started with.
@@ -191,7 +193,12 @@ def test_make_run_serves_portal_against_sandbox_and_ctrl_c_stops_everything(
     password = "Zebra-Lamp-Orbit-77"
     created = browser.post(
         f"{portal}/accounts/signup/",
-        data={"csrfmiddlewaretoken": token[1], "email": "dev@example.com", "password1": password, "password2": password},
+        data={
+            "csrfmiddlewaretoken": token[1],
+            "email": "dev@example.com",
+            "password1": password,
+            "password2": password,
+        },
         headers={"Referer": f"{portal}/accounts/signup/"},
         allow_redirects=False,
         timeout=10,

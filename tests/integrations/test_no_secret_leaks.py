@@ -125,9 +125,11 @@ def test_no_secret_in_logs_or_pages(
 def test_the_leak_watch_sees_a_leak(alice: User, caplog: pytest.LogCaptureFixture) -> None:
     # The watch must be able to fail: a token logged at DEBUG by any logger is found.
     with everything_logged(caplog) as watch:
+        assert User.objects.filter(pk=alice.pk).exists()
+        watch.assert_clean()
         logging.getLogger("urllib3.connectionpool").debug("sent %s", ACCESS_TOKEN)
 
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match=ACCESS_TOKEN):
         watch.assert_clean()
 
 
