@@ -123,7 +123,8 @@ def parse_wrk(output: str) -> LoadResult:
 def load(url: str, *, cookie_name: str, cookie: str, seconds: int, connections: int) -> LoadResult:
     wrk = shutil.which("wrk")
     if wrk is None:
-        return loadgen.run(url, cookies={cookie_name: cookie} if cookie else {}, connections=connections, seconds=seconds)
+        cookies = {cookie_name: cookie} if cookie else {}
+        return loadgen.run(url, cookies=cookies, connections=connections, seconds=seconds)
     args = [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if cookie:
         args += ["-H", f"Cookie: {cookie_name}={cookie}"]

@@ -20,7 +20,7 @@ from integrations.models import ConnectionStatus, JiraConnection, JiraSite
 BATCH = 2000
 SCOPES = ["read:jira-work", "read:jira-user", "read:me", "offline_access"]
 # An unusable password hash: bench users never log in with a password.
-NO_PASSWORD = "!bench"  # noqa: S105
+NO_PASSWORD = "!bench"
 
 
 def users(count: int, *, prefix: str) -> list[User]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -211,12 +212,36 @@ def supervise(children: list[tuple[str, subprocess.Popen[bytes]]], stop: threadi
     return exit_code
 
 
+def print_env(*, host: str, port: int, sandbox_port: int) -> int:
+    plan = sandbox_plan(
+        environment=os.environ,
+        file_values=env_file_values(os.environ),
+        host=host,
+        port=port,
+        sandbox_port=sandbox_port,
+    )
+    if plan is None:
+        print("# ATLASSIAN_CLIENT_ID is set: commands use your Atlassian app, not the sandbox.")
+    else:
+        for name, value in plan.portal_env().items():
+            print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve the portal (and the offline sandbox when needed).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--sandbox-port", type=int, default=int(os.environ.get("SANDBOX_PORT", "8001")))
+    parser.add_argument(
+        "--print-env",
+        action="store_true",
+        help="Print the sandbox's ATLASSIAN_* settings as shell exports and exit, for other "
+        'commands against a running sandbox: eval "$(python scripts/run.py --print-env)"',
+    )
     args = parser.parse_args(argv)
+    if args.print_env:
+        return print_env(host=args.host, port=args.port, sandbox_port=args.sandbox_port)
 
     stop = threading.Event()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -19,27 +20,36 @@ from tests.concurrency.strict import StrictTokenServer, command_env
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PROCESSES = 4
+GATED_MANAGE = Path(__file__).with_name("gated_manage.py")
 
 
 def start_refresh_tokens(server: StrictTokenServer, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "manage.py", "refresh_tokens", "--json", *args],
+    process = subprocess.Popen(
+        [sys.executable, str(GATED_MANAGE), "refresh_tokens", "--json", *args],
         cwd=settings.BASE_DIR,
         env=command_env(server),
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    return process
 
 
 def test_four_processes_refresh_each_connection_exactly_once(
     strict_server: StrictTokenServer, due_connections: list[JiraConnection]
 ) -> None:
     ids = [c.pk for c in due_connections]
-    # Long enough that every process is still at work when the last one starts.
+    # Long enough that no process is done before the others have listed their work.
     strict_server.set_latency(100)
 
     processes = [start_refresh_tokens(strict_server, "--concurrency", "4") for _ in range(PROCESSES)]
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
     finished = [(p.wait(timeout=60), *p.communicate()) for p in processes]
 
     for code, _out, err in finished:

@@ -27,7 +27,7 @@ def ada_open_issue_keys() -> dict[str, list[str]]:
     return {
         site.project_key: [
             issue.key
-            for issue in sorted(issues[site.cloud_id], key=lambda i: i.updated)
+            for issue in sorted(issues[site.cloud_id], key=lambda i: i.updated, reverse=True)
             if issue.assignee_id == ADA and issue.status_category != "done"
         ]
         for site in SITES

@@ -95,6 +95,21 @@ def test_sandbox_is_told_the_portals_own_callback_on_any_bind_address() -> None:
     assert plan.portal_env()["ATLASSIAN_REDIRECT_URI"] == "http://127.0.0.1:8123/integrations/jira/callback/"
 
 
+def test_print_env_gives_other_commands_the_sandbox_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JIRACONNECT_ENV_FILE", "")
+    monkeypatch.delenv("ATLASSIAN_CLIENT_ID", raising=False)
+    assert run_script.main(["--print-env", "--port", "8200", "--sandbox-port", "8201"]) == 0
+    exports = capsys.readouterr().out.splitlines()
+    assert "export ATLASSIAN_AUTH_URL=http://127.0.0.1:8201" in exports
+    assert "export ATLASSIAN_REDIRECT_URI=http://127.0.0.1:8200/integrations/jira/callback/" in exports
+
+    monkeypatch.setenv("ATLASSIAN_CLIENT_ID", "real-app-id")
+    assert run_script.main(["--print-env"]) == 0
+    assert "export" not in capsys.readouterr().out
+
+
 # ---- the real thing, as `make run` starts it ------------------------------------------------
 def free_port() -> int:
     with socket.socket() as probe:

@@ -207,9 +207,9 @@ def test_without_retry_after_backoff_is_exponential_from_5_seconds_capped_at_30(
 
     with mock.patch("integrations.atlassian.random.uniform", return_value=1.3):
         client.myself()
+        assert client._delay(3, None) == 30.0
 
     assert frozen.sleeps == [6.5, 13.0, 26.0]
-    assert client._delay(3, None) == 30.0
 
 
 def test_a_long_retry_after_is_handed_to_the_caller_not_slept_through(

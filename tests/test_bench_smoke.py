@@ -1,0 +1,98 @@
+"""The benchmarks' code still runs (`make bench` is not part of CI).
+
+The query-count benchmark runs on a tiny scale against an in-process sandbox; the
+parsers of the load benchmark read a real wrk report. No timing is asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import queries
+from bench.harness import Outcome, Row, SandboxControl, format_table, write_results
+from bench.load import parse_wrk
+from sandbox.server import Sandbox, SandboxConfig
+
+
+@pytest.fixture
+def sandbox(settings: Any) -> Iterator[Sandbox]:
+    with Sandbox(SandboxConfig(port=0)) as server:
+        settings.ATLASSIAN_AUTH_URL = server.url
+        settings.ATLASSIAN_API_URL = server.url
+        yield server
+
+
+@pytest.mark.django_db
+def test_query_benchmark_finds_pages_cost_the_same_queries_with_more_connections(sandbox: Sandbox) -> None:
+    outcome = queries.measure(control=SandboxControl(sandbox.url), counts=(1, 3))
+
+    pages = outcome.data["pages"]
+    for name in ("settings", "my_jira"):
+        assert {pages[name][c]["status"] for c in ("1", "3")} == {200}
+        assert pages[name]["1"]["queries"] == pages[name]["3"]["queries"] > 0
+    # My Jira really went to Jira: one search per site, 3 sites per sandbox account.
+    assert pages["my_jira"]["1"]["jira_searches"] == 3
+    assert pages["my_jira"]["3"]["jira_searches"] == 9
+    assert pages["settings"]["3"]["jira_searches"] == 0
+    assert [row.met for row in outcome.rows] == [True, True]
+    # The recorded SQL carries no literal (the session key is one).
+    recorded = json.dumps(pages)
+    assert "'?'" in recorded
+    assert all(s.session_key not in recorded for s in _sessions())
+
+
+def _sessions() -> list[object]:
+    from django.contrib.sessions.models import Session
+
+    return list(Session.objects.all())
+
+
+WRK_REPORT = """Running 10s test @ http://127.0.0.1:8123/settings/
+  2 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    12.51ms    3.02ms  48.10ms   81.00%
+    Req/Sec   320.11     25.40   380.00     70.00%
+  Latency Distribution
+     50%   11.90ms
+     75%   13.20ms
+     90%   15.80ms
+     99%    1.20s
+  6402 requests in 10.01s, 45.13MB read
+  Socket errors: connect 0, read 6402, write 0, timeout 2
+  Non-2xx or 3xx responses: 3
+Requests/sec:    639.60
+Transfer/sec:      4.51MB
+"""
+
+
+def test_wrk_report_is_read_with_units_and_real_errors_only() -> None:
+    result = parse_wrk(WRK_REPORT)
+
+    assert result.requests == 6402
+    assert result.requests_per_second == pytest.approx(639.60)
+    assert result.p50_ms == pytest.approx(11.9)
+    assert result.p99_ms == pytest.approx(1200.0)
+    assert result.seconds == pytest.approx(10.01)
+    # Read "errors" are gunicorn closing each connection after its answer; the
+    # timeouts and the non-2xx answers are real.
+    assert result.errors == 5
+
+
+def test_results_file_keeps_other_benchmarks_when_one_is_rerun(tmp_path: Path) -> None:
+    target = tmp_path / "latest.json"
+    first = Outcome("idle", [Row("wall", "0.6 s", "< 1 s", True)], {"plan": "Bitmap Heap Scan"})
+    write_results([first], meta={"date": "2026-11-28T00:00:00+00:00"}, path=target)
+    second = Outcome("queries", [Row("settings", "4 / 4", "equal", False)])
+    write_results([second], meta={"date": "2026-11-29T00:00:00+00:00"}, path=target)
+
+    document = json.loads(target.read_text())
+    assert document["date"] == "2026-11-29T00:00:00+00:00"
+    assert document["benchmarks"]["idle"]["plan"] == "Bitmap Heap Scan"
+    assert document["benchmarks"]["idle"]["measured_at"] == "2026-11-28T00:00:00+00:00"
+    assert document["benchmarks"]["queries"]["table"][0]["met"] is False
+    assert "MISSED" in format_table([second])
