@@ -30,7 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import OperationalError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db import connection as db_connection
 from django.db.models import F, Q, QuerySet
 from django.urls import reverse
@@ -158,17 +158,28 @@ def connection_create_from_callback(*, user: User, code: str) -> ConnectResult:
             .only("pk")
             .first()
         )
+        created = False
         if existing is None:
-            connection = JiraConnection.objects.create(
-                user=user, account_id=identity.account_id, **profile, **token_fields
-            )
-            created = True
-        else:
+            try:
+                # A savepoint: a second tab finishing the same first connect at the
+                # same moment wins the insert, and this one becomes the update below.
+                with transaction.atomic():
+                    connection = JiraConnection.objects.create(
+                        user=user, account_id=identity.account_id, **profile, **token_fields
+                    )
+                created = True
+            except IntegrityError:
+                existing = (
+                    JiraConnection.objects.select_for_update()
+                    .filter(user=user, account_id=identity.account_id)
+                    .only("pk")
+                    .get()
+                )
+        if existing is not None:
             # Named columns only, and version bumped: a refresh in flight for the
             # old grant then loses its compare-and-swap instead of clobbering this.
             JiraConnection.objects.filter(pk=existing.pk).update(**profile, **token_fields, version=F("version") + 1)
             connection = JiraConnection.objects.get(pk=existing.pk)
-            created = False
         _sites_sync(connection=connection, sites=sites)
         event_record(
             connection=connection,

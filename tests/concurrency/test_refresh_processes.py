@@ -24,7 +24,7 @@ GATED_MANAGE = Path(__file__).with_name("gated_manage.py")
 
 
 def start_refresh_tokens(server: StrictTokenServer, *args: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, str(GATED_MANAGE), "refresh_tokens", "--json", *args],
         cwd=settings.BASE_DIR,
         env=command_env(server),
@@ -33,9 +33,17 @@ def start_refresh_tokens(server: StrictTokenServer, *args: str) -> subprocess.Po
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None
-    assert process.stdout.readline() == "ready\n"
-    return process
+
+
+def release(processes: list[subprocess.Popen[str]]) -> None:
+    """Once every process is set up and waiting, let them all go at once."""
+    for process in processes:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n", process.communicate()
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
 
 
 def test_four_processes_refresh_each_connection_exactly_once(
@@ -46,10 +54,7 @@ def test_four_processes_refresh_each_connection_exactly_once(
     strict_server.set_latency(100)
 
     processes = [start_refresh_tokens(strict_server, "--concurrency", "4") for _ in range(PROCESSES)]
-    for process in processes:
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.flush()
+    release(processes)
     finished = [(p.wait(timeout=60), *p.communicate()) for p in processes]
 
     for code, _out, err in finished:

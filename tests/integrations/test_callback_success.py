@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 from unittest import mock
 
 import responses
@@ -229,3 +230,31 @@ def test_a_non_https_avatar_is_not_stored(alice: User, mocked: responses.Request
     connect(logged_in(alice), mocked, me={**me_reply(), "picture": "javascript:alert(1)"})
 
     assert JiraConnection.objects.get().account_avatar_url == ""
+
+
+def test_a_first_connect_that_loses_the_insert_race_updates_the_winning_row(
+    alice: User, mocked: responses.RequestsMock
+) -> None:
+    client = logged_in(alice)
+    connect(client, mocked, sites=[SITE_A])
+    winner = JiraConnection.objects.get()
+    mocked.reset()
+    real_select = JiraConnection.objects.select_for_update
+    lookups = {"n": 0}
+
+    def other_tab_not_yet_committed(*args: Any, **kwargs: Any) -> Any:
+        # The first lookup misses, as it would before the other tab's insert commits.
+        lookups["n"] += 1
+        rows = real_select(*args, **kwargs)
+        return rows.none() if lookups["n"] == 1 else rows
+
+    with mock.patch.object(JiraConnection.objects, "select_for_update", other_tab_not_yet_committed):
+        response = connect(client, mocked, sites=[SITE_A], tokens=token_reply(access_token="tab-2-access"))
+
+    assert response.status_code == 302
+    assert response["Location"] == "/settings/"
+    connection = JiraConnection.objects.get()
+    assert connection.pk == winner.pk
+    assert connection.access_token == "tab-2-access"
+    assert connection.version == winner.version + 1
+    assert lookups["n"] == 2
