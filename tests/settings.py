@@ -9,6 +9,8 @@ import os
 
 os.environ.update(
     {
+        # A developer's .env must not change what the suite sees.
+        "JIRACONNECT_ENV_FILE": "",
         "DEBUG": "true",
         "SECRET_KEY": "test-secret-key-" + "x" * 50,
         "FERNET_KEYS": "dGVzdC1mZXJuZXQta2V5LTAwMDAwMDAwMDAwMDAwMDA=",

@@ -205,7 +205,8 @@ def test_control_without_the_claim_reuses_tokens_and_loses_connections(
     lost = needs_reconnect(seeded.ids)
     revoked = {g["account_id"] for g in sandbox.grants() if g["revoked_reason"] == "reuse_detected"}
     assert control["sandbox"]["reuse_detections"] > 0
-    assert control["sandbox"]["refreshes"] > CONNECTIONS
+    # More refresh requests than connections: some token was sent twice.
+    assert control["sandbox"]["token_requests"] > CONNECTIONS
     assert len(lost) > 0
     # Every connection lost is one whose grant the reuse killed, and vice versa.
     assert {seeded.account_of[pk] for pk in lost} == revoked
