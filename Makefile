@@ -40,11 +40,20 @@ pytest: $(VENV)/.dev
 
 test: lint typecheck pytest
 
+# Benchmarks on PostgreSQL (BENCH_DATABASE_URL; docs/benchmarks.md), about 10 minutes;
+# one of them: make bench BENCH_ARGS=refresh. Load comes from wrk if installed.
 bench: $(VENV)/.dev
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
+
+# The reliability and security proofs (docs/evidence.md), on PostgreSQL: pytest-django
+# creates and drops PROOF_TEST_DB on the server PROOF_DATABASE_URL names. Figures land
+# in artifacts/proof/*.json. The fast subset of tests/proof runs in `make test`.
+PROOF_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+PROOF_TEST_DB ?= test_jiraconnect_proof
 
 proof: $(VENV)/.dev
-	$(VENV)/bin/pytest -m slow tests/proof $(PYTEST_ARGS)
+	DATABASE_URL=$(PROOF_DATABASE_URL) TEST_PG_NAME=$(PROOF_TEST_DB) \
+		$(VENV)/bin/pytest -m slow tests/proof $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles artifacts .pytest_cache .mypy_cache .ruff_cache test-db.sqlite3*

@@ -36,7 +36,12 @@ def _runners(sandbox: SandboxProcess, *, quick: bool) -> dict[str, Callable[[], 
     if quick:
         return {
             "refresh": lambda: refresh.measure(
-                sandbox, connections=1000, serial_sample=50, sweep=(8, 32, 64), profile_refreshes=200
+                sandbox,
+                connections=1000,
+                serial_sample=50,
+                sweep=(8, 32),
+                side_by_side=((2, 16),),
+                profile_refreshes=200,
             ),
             "idle": lambda: idle.measure(connections=10_000, runs=3),
             "queries": lambda: queries.measure(control=sandbox),

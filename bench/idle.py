@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection as db_connection
+from django.db import reset_queries
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -73,6 +74,8 @@ def seed_idle(*, count: int) -> None:
 
 def due_query_plan() -> tuple[str, str]:
     """(SQL, EXPLAIN ANALYZE plan) of the query connections_due actually sends."""
+    # A full query log (DEBUG keeps the last 9,000) would leave the capture empty.
+    reset_queries()
     with CaptureQueriesContext(db_connection) as captured:
         due = services.connections_due(now=timezone.now())
     if due:

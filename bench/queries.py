@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connection as db_connection
+from django.db import reset_queries
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -39,6 +40,7 @@ def _user_with_connections(control: SandboxControl, *, count: int) -> User:
 def _count(client: Client, path: str, control: SandboxControl) -> dict[str, Any]:
     client.get(path)  # warm-up: first-request work (template loading, caches) is not the page's
     before = control.counters()["requests"]["search"]
+    reset_queries()
     with CaptureQueriesContext(db_connection) as captured:
         response = client.get(path)
     searches = control.counters()["requests"]["search"] - before

@@ -228,10 +228,17 @@ def _error_code(body: Any) -> str:
     return ""
 
 
+def _shown(code: str) -> str:
+    # The provider's code is echoed into messages that end up in logs, pages and text
+    # columns: printable and short only (PostgreSQL refuses a NUL in text).
+    return "".join(char for char in code if char.isprintable())[:64]
+
+
 def _raise_for_token_error(response: requests.Response, *, exchanging_code: bool) -> None:
     status = response.status_code
     body = _json(response)
     code = _error_code(body)
+    shown = _shown(code)
     if status == 429:
         raise RateLimitedError(
             "Atlassian is rate limiting token requests.",
@@ -249,13 +256,13 @@ def _raise_for_token_error(response: requests.Response, *, exchanging_code: bool
         )
     if exchanging_code:
         raise CodeInvalidError(
-            f"Atlassian refused the authorization code (HTTP {status}{', ' + code if code else ''}).",
+            f"Atlassian refused the authorization code (HTTP {status}{', ' + shown if shown else ''}).",
             status=status,
         )
     if code in ("invalid_grant", "unauthorized_client"):
         raise GrantRevokedError(f"Atlassian says the grant is no longer valid ({code}).", status=status)
     raise TransientError(
-        f"Atlassian's token endpoint answered HTTP {status}{' ' + code if code else ''}.", status=status
+        f"Atlassian's token endpoint answered HTTP {status}{' ' + shown if shown else ''}.", status=status
     )
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -243,6 +243,46 @@ def make_due(ids: Iterable[int]) -> None:
     )
 
 
+def _wait_on_postgres(sql: str, done: Callable[[int], bool], *, timeout: float, every: float, why: str) -> None:
+    if db_connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + timeout
+    with db_connection.cursor() as cursor:
+        while True:
+            cursor.execute(sql)
+            value = int(cursor.fetchone()[0])
+            if done(value):
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{why} (found {value})")
+            time.sleep(every)
+
+
+def wait_for_connection_slots(needed: int, timeout: float = 120.0) -> None:
+    """Until PostgreSQL has `needed` connection slots free: the server is shared (other
+    test runs), and a refresher refused a connection would fail the proof for nothing."""
+    _wait_on_postgres(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int - count(*) FROM pg_stat_activity",
+        lambda free: free >= needed,
+        timeout=timeout,
+        every=1,
+        why=f"PostgreSQL lacks the {needed} free connections the proof needs",
+    )
+
+
+def wait_for_other_sessions_to_end(timeout: float = 30.0) -> None:
+    """Until no other session is connected to the database (PostgreSQL): a killed
+    process's last statement, already sent, still runs and commits on the server."""
+    _wait_on_postgres(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        lambda sessions: sessions == 0,
+        timeout=timeout,
+        every=0.05,
+        why="sessions of a killed process are still connected",
+    )
+
+
 def versions(ids: Iterable[int]) -> dict[int, int]:
     return dict(JiraConnection.objects.filter(pk__in=list(ids)).values_list("pk", "version"))
 
@@ -282,7 +322,8 @@ def raw_rows(tables: Iterable[str] = INTEGRATION_TABLES) -> str:
     lines: list[str] = []
     with db_connection.cursor() as cursor:
         for table in tables:
-            cursor.execute(f"SELECT * FROM {db_connection.ops.quote_name(table)}")  # noqa: S608 (fixed names)
+            # In key order: an UPDATE that changes nothing still moves a row on PostgreSQL.
+            cursor.execute(f"SELECT * FROM {db_connection.ops.quote_name(table)} ORDER BY 1")  # noqa: S608
             for row in cursor.fetchall():
                 lines.append(" | ".join(_raw(value) for value in row))
     return "\n".join(lines)

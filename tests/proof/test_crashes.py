@@ -38,6 +38,7 @@ from tests.proof.harness import (
     refresh_tokens,
     seed_connections,
     versions,
+    wait_for_other_sessions_to_end,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -52,14 +53,19 @@ BATCH_SECONDS = CONNECTIONS * LATENCY_MS / 1000 / WORKERS
 
 
 def settled(sandbox: SandboxProcess, counters: dict[str, Any]) -> dict[str, int]:
-    """Counters once every request the dead process sent has been answered: requests it
-    had already sent are still processed (and rotate) after it died."""
+    """Counters once everything the dead process sent has been dealt with: the requests
+    Atlassian had received are still processed (and rotate), and the statement the
+    database had received still commits."""
+    wait_for_other_sessions_to_end()
     deadline = time.monotonic() + 10
+    previous: dict[str, int] = {}
     while True:
         moved = delta(sandbox.counters(), counters)
-        if moved["token_requests"] == moved["refreshes"] or time.monotonic() > deadline:
+        # Every request answered, and nothing new for a while.
+        if (moved["token_requests"] == moved["refreshes"] and moved == previous) or time.monotonic() > deadline:
             return moved
-        time.sleep(0.05)
+        previous = moved
+        time.sleep(0.25)
 
 
 def crash_trial(
