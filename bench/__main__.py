@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     db_url = database_url()
     meta = {
         "date": now_iso(),
-        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine_info(),
         "quick": args.quick,
         "database": db_url.rsplit("@", 1)[-1],

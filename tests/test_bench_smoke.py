@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.sessions.models import Session
 
 from bench import queries
 from bench.harness import Outcome, Row, SandboxControl, format_table, write_results
@@ -43,13 +44,7 @@ def test_query_benchmark_finds_pages_cost_the_same_queries_with_more_connections
     # The recorded SQL carries no literal (the session key is one).
     recorded = json.dumps(pages)
     assert "'?'" in recorded
-    assert all(s.session_key not in recorded for s in _sessions())
-
-
-def _sessions() -> list[object]:
-    from django.contrib.sessions.models import Session
-
-    return list(Session.objects.all())
+    assert all(session.session_key not in recorded for session in Session.objects.all())
 
 
 WRK_REPORT = """Running 10s test @ http://127.0.0.1:8123/settings/

@@ -139,7 +139,8 @@ def test_two_processes_and_api_calls_refresh_fifty_connections_exactly_once(
 ) -> None:
     """The fast version (make test, both databases): 2 processes, 50 connections."""
     sandbox = start_sandbox(leeway=0)
-    sandbox.faults({"token": {"latency_ms": 30}})
+    # 50 refreshes of 100 ms over 4 workers: the batch outlasts the second process's start-up.
+    sandbox.faults({"token": {"latency_ms": 100}})
     seeded = seed_connections(sandbox, 50)
 
     cycle = refresh_cycle(

@@ -257,6 +257,7 @@ class Reply:
 _status = st.one_of(st.sampled_from([200] * 6 + [400, 401, 403, 429, 500, 502, 503, 504]), st.integers(200, 599))
 _reply = st.one_of(
     st.builds(Reply, status=_status, headers=_headers, body=_body),
+    st.builds(Reply, status=st.just(200), body=_good_body),
     st.sampled_from([requests.ConnectionError("reset by peer"), requests.ReadTimeout("no answer")]),
 )
 
