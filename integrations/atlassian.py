@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -150,6 +151,11 @@ def _session() -> requests.Session:
     session: requests.Session | None = getattr(_local, "session", None)
     if session is None:
         session = requests.Session()
+        # trust_env off: otherwise every call re-reads proxy variables and ~/.netrc
+        # (a sixth of a refresh's CPU), and a .netrc entry for the host would replace
+        # our Bearer header. Proxies from the environment are read once, here.
+        session.trust_env = False
+        session.proxies.update(urllib.request.getproxies())
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
         session.mount("https://", adapter)
         session.mount("http://", adapter)

@@ -442,6 +442,7 @@ def connection_refresh(
     claim = uuid.uuid4()
     if not _claim(connection_id=connection_id, claim=claim, ignore_backoff=ignore_backoff or force):
         return _unclaimed_outcome(connection_id=connection_id)
+    released = False
     try:
         connection = JiraConnection.objects.get(pk=connection_id)
         if not force and not refresh_is_due(connection, now=now, due_within=due_within, max_idle=max_idle):
@@ -463,11 +464,15 @@ def connection_refresh(
             return _refresh_revoked(connection=connection, version=version, error=exc)
         except atlassian.TransientError as exc:
             return _refresh_failed(connection=connection, claim=claim, now=now, error=exc)
-        return _refresh_store(
+        result = _refresh_store(
             connection=connection, version=version, tokens=tokens, now=now, actor=actor, actor_user=actor_user
         )
+        # A successful store cleared the claim in its own UPDATE: skip a round trip.
+        released = result.outcome == RefreshOutcome.REFRESHED
+        return result
     finally:
-        _release(connection_id=connection_id, claim=claim)
+        if not released:
+            _release(connection_id=connection_id, claim=claim)
 
 
 STORE_ATTEMPTS = 3

@@ -48,7 +48,13 @@ class Command(BaseCommand):
             help="Also refresh connections whose refresh token is this many days old (default 30; "
             "Atlassian drops it after 90 idle days).",
         )
-        parser.add_argument("--concurrency", type=_whole(1), default=8, metavar="N", help="Workers (default 8).")
+        parser.add_argument(
+            "--concurrency",
+            type=_whole(1),
+            default=RunOptions.concurrency,
+            metavar="N",
+            help="Refreshes in flight at once, each with its own database connection (default %(default)s).",
+        )
         parser.add_argument("--limit", type=_whole(1), metavar="N", help="Refresh at most N connections.")
         parser.add_argument("--user", metavar="EMAIL", help="Only this user's connections.")
         parser.add_argument("--dry-run", action="store_true", help="List the due connections; change nothing.")
