@@ -386,9 +386,20 @@ def _bearer_get(path: str, *, access_token: str) -> Any:
     return body
 
 
+def _clean(value: str) -> str:
+    # PostgreSQL text and jsonb refuse NUL: one in a provider string would fail the write.
+    return value.replace("\x00", "")
+
+
 def _str(item: Mapping[str, Any], key: str) -> str:
     value = item.get(key)
-    return value if isinstance(value, str) else ""
+    return _clean(value) if isinstance(value, str) else ""
+
+
+def _https(item: Mapping[str, Any], key: str) -> str:
+    """A URL we will render as an image source: https only, anything else is dropped."""
+    value = _str(item, key)
+    return value if value.startswith("https://") else ""
 
 
 def _obj(value: Any) -> Mapping[str, Any]:
@@ -396,7 +407,7 @@ def _obj(value: Any) -> Mapping[str, Any]:
 
 
 def _str_list(value: Any) -> list[str]:
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+    return [_clean(v) for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 @sensitive_variables("access_token")
@@ -420,7 +431,7 @@ def accessible_resources(*, access_token: str) -> list[Site]:
             )
         else:
             sites[cloud_id] = Site(
-                cloud_id, _str(item, "name")[:255], url[:500], _str(item, "avatarUrl")[:1000], scopes
+                cloud_id, _str(item, "name")[:255], url[:500], _https(item, "avatarUrl")[:1000], scopes
             )
     return sorted(sites.values(), key=lambda s: (s.name.lower(), s.url))
 
@@ -434,7 +445,7 @@ def me(*, access_token: str) -> Identity:
         account_id=_str(body, "account_id")[:128],
         name=(_str(body, "name") or _str(body, "nickname"))[:255],
         email=_str(body, "email")[:254],
-        picture=_str(body, "picture")[:1000],
+        picture=_https(body, "picture")[:1000],
     )
 
 

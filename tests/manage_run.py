@@ -30,17 +30,22 @@ def production_env(database: Path) -> dict[str, str]:
     }
 
 
-def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` and the bare minimum to run the project, none of the caller's environment."""
+    return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DJANGO_SETTINGS_MODULE": "jiraconnect.settings",
         "JIRACONNECT_ENV_FILE": "",
         "PYTHONDONTWRITEBYTECODE": "1",
+        **env,
     }
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=PROJECT,
-        env={**clean, **env},
+        env=child_env(env),
         capture_output=True,
         text=True,
         timeout=120,

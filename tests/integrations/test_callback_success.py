@@ -232,6 +232,21 @@ def test_a_non_https_avatar_is_not_stored(alice: User, mocked: responses.Request
     assert JiraConnection.objects.get().account_avatar_url == ""
 
 
+def test_nul_characters_in_provider_text_are_dropped_and_the_connection_is_stored(
+    alice: User, mocked: responses.RequestsMock
+) -> None:
+    # PostgreSQL refuses NUL in text and jsonb: kept, it would turn a good connect into a 500.
+    site = {**SITE_A, "name": "Acme\x00 Corp", "scopes": ["read:jira-work\x00"]}
+    me = {**me_reply(), "name": "Alice\x00 Liddell"}
+
+    response = connect(logged_in(alice), mocked, sites=[site], me=me)
+
+    assert response.status_code == 302
+    stored = JiraConnection.objects.get()
+    assert stored.account_name == "Alice Liddell"
+    assert list(stored.sites.values_list("name", "scopes")) == [("Acme Corp", ["read:jira-work"])]
+
+
 def test_a_first_connect_that_loses_the_insert_race_updates_the_winning_row(
     alice: User, mocked: responses.RequestsMock
 ) -> None:
