@@ -374,12 +374,16 @@ def _backoff(*, failures: int, retry_after: float | None) -> timedelta:
     return timedelta(seconds=min(BACKOFF_CAP.total_seconds(), delay * random.uniform(0.7, 1.3)))
 
 
-def _claim(*, connection_id: int, claim: uuid.UUID, ignore_backoff: bool) -> bool:
+def _claim(*, connection_id: int, claim: uuid.UUID, ignore_backoff: bool, due: Q | None) -> bool:
     # The lease counts from the wall clock, never from a `now` the caller took earlier:
     # a batch that started ten minutes ago would otherwise take leases that have
     # already lapsed, and a second worker could take over mid-refresh.
     now = clock.now()
     rows = JiraConnection.objects.filter(pk=connection_id).exclude(status=ConnectionStatus.NEEDS_RECONNECT)
+    if due is not None:
+        # Runs that overlap all read the same due list: one already refreshed by another
+        # run costs this one a single UPDATE that matches nothing, not claim-read-release.
+        rows = rows.filter(due)
     if not ignore_backoff:
         rows = rows.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
     if _single_flight_enabled():
@@ -403,7 +407,11 @@ def _unclaimed_outcome(*, connection_id: int) -> RefreshResult:
     if (claimed_until is None or claimed_until < now) and next_attempt_at is not None and next_attempt_at > now:
         # Another worker failed it since the due list was read: not ours to retry yet.
         return RefreshResult(connection_id, RefreshOutcome.NOT_DUE, "Backing off.", next_attempt_at)
-    return RefreshResult(connection_id, RefreshOutcome.CLAIMED_ELSEWHERE)
+    if claimed_until is not None and claimed_until >= now:
+        return RefreshResult(connection_id, RefreshOutcome.CLAIMED_ELSEWHERE)
+    # Free and not backing off, yet the claim matched nothing: it was no longer due
+    # (another run refreshed it since the due list was read).
+    return RefreshResult(connection_id, RefreshOutcome.NOT_DUE)
 
 
 def _release(*, connection_id: int, claim: uuid.UUID) -> None:
@@ -440,7 +448,8 @@ def connection_refresh(
     ConfigurationError when Atlassian refuses our client credentials."""
     now = now or clock.now()
     claim = uuid.uuid4()
-    if not _claim(connection_id=connection_id, claim=claim, ignore_backoff=ignore_backoff or force):
+    due = None if force else due_filter(now=now, due_within=due_within, max_idle=max_idle, ignore_backoff=True)
+    if not _claim(connection_id=connection_id, claim=claim, ignore_backoff=ignore_backoff or force, due=due):
         return _unclaimed_outcome(connection_id=connection_id)
     released = False
     try:

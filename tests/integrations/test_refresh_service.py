@@ -13,8 +13,10 @@ import requests
 import responses
 from django.core import mail
 from django.db import OperationalError
+from django.db import connection as db_connection
 from django.db.models import F, QuerySet
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
 from integrations import services
@@ -164,6 +166,22 @@ def test_connection_not_due_is_left_alone_without_a_token_call(
     assert len(mocked.calls) == 0
     row = fresh(connection)
     assert (row.version, row.claim_id, row.claimed_until) == (connection.version, None, None)
+
+
+def test_connection_another_run_refreshed_costs_one_unmatched_claim_and_no_write(
+    alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock
+) -> None:
+    # What an overlapping run meets for every connection the other run already did.
+    connection = make_connection(alice, access_token_expires_at=frozen.now() + timedelta(minutes=50))
+
+    with CaptureQueriesContext(db_connection) as queries:
+        result = refresh(connection)
+
+    assert result.outcome == RefreshOutcome.NOT_DUE
+    assert len(mocked.calls) == 0
+    writes = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(writes) == 1, writes
+    assert fresh(connection).updated_at == connection.updated_at
 
 
 def test_idle_connection_is_due_though_its_access_token_is_not(
