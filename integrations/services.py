@@ -423,10 +423,12 @@ def _call_refresh(*, refresh_token: str) -> atlassian.TokenSet:
     try:
         return atlassian.refresh(refresh_token=refresh_token)
     except atlassian.TransientError as exc:
-        # No status (timeout, reset) or a garbled 200: Atlassian may have rotated and
-        # we never saw the new pair. The same token is accepted again for 10 minutes,
-        # so one immediate retry recovers the pair instead of waiting a backoff.
-        if exc.status is not None and not isinstance(exc, atlassian.InvalidResponseError):
+        # No status (timeout, reset), a gateway's 502/504 or a garbled 200: Atlassian
+        # may have rotated and we never saw the new pair. The same token is accepted
+        # again for 10 minutes, so one immediate retry recovers the pair instead of
+        # waiting a backoff that could outlast the leeway.
+        ambiguous = exc.status in (None, 502, 504) or isinstance(exc, atlassian.InvalidResponseError)
+        if not ambiguous:
             raise
         logger.info("Refresh reply lost (%s); retrying once with the same token.", exc.reason)
         return atlassian.refresh(refresh_token=refresh_token)
@@ -515,9 +517,13 @@ def _refresh_store(
     actor: Actor,
     actor_user: User | None,
 ) -> RefreshResult:
-    # First thing after the reply: persist the rotated pair (CAS on the version).
+    # First thing after the reply: persist the rotated pair (CAS on the version). A
+    # connection marked needs_reconnect meanwhile (by staff, or by a worker that met a
+    # dead grant after our lease lapsed) stays marked: its grant is gone or unwanted.
     written = _update_surviving_outage(
-        JiraConnection.objects.filter(pk=connection.pk, version=version),
+        JiraConnection.objects.filter(pk=connection.pk, version=version).exclude(
+            status=ConnectionStatus.NEEDS_RECONNECT
+        ),
         access_token=tokens.access_token,
         # No refresh_token in the reply: the old one is still the live one.
         refresh_token=tokens.refresh_token or connection.refresh_token,
@@ -537,7 +543,7 @@ def _refresh_store(
     )
     if written != 1:
         # Someone wrote newer tokens (a reconnect, or a worker after our lease
-        # lapsed): theirs stand, and ours were issued inside the reuse leeway.
+        # lapsed), or marked it needs_reconnect: theirs stands.
         logger.warning("Refresh of connection %s superseded by a newer write.", connection.pk)
         return RefreshResult(connection.pk, RefreshOutcome.CLAIMED_ELSEWHERE, "Superseded by a newer write.")
     event_record(
@@ -571,7 +577,7 @@ def _refresh_failed(
 ) -> RefreshResult:
     failures = connection.failure_count + 1
     retry_at = now + _backoff(failures=failures, retry_after=error.retry_after)
-    JiraConnection.objects.filter(pk=connection.pk, claim_id=claim).update(
+    written = JiraConnection.objects.filter(pk=connection.pk, claim_id=claim).update(
         status=ConnectionStatus.REFRESH_FAILING,
         status_reason=error.reason[:64],
         status_message=error.message[:500],
@@ -579,6 +585,11 @@ def _refresh_failed(
         next_attempt_at=retry_at,
         updated_at=now,
     )
+    if written != 1:
+        # Our lease lapsed and another worker took over (and may have succeeded): its
+        # state stands, and this stale failure is not the connection's.
+        logger.warning("Refresh of connection %s failed after losing its claim (%s).", connection.pk, error.reason)
+        return RefreshResult(connection.pk, RefreshOutcome.CLAIMED_ELSEWHERE, "Superseded while failing.")
     event_record(
         connection=connection,
         kind=EventKind.REFRESH_FAILED,
@@ -614,6 +625,13 @@ def _usable(connection: JiraConnection, *, now: datetime) -> bool:
     return connection.access_token is not None and expires is not None and expires > now + MIN_TOKEN_VALIDITY
 
 
+def _rate_limited_until(connection: JiraConnection, *, now: datetime) -> datetime | None:
+    """When Atlassian's Retry-After for this connection ends, if it has not yet."""
+    until = connection.next_attempt_at
+    limited = connection.status_reason == atlassian.RateLimitedError.reason
+    return until if limited and until is not None and until > now else None
+
+
 @sensitive_variables("rejected")
 def connection_access_token(*, connection_id: int, rejected: str | None = None) -> str:
     """A valid access token for the connection; refreshes first when it expires within a
@@ -639,6 +657,13 @@ def connection_access_token(*, connection_id: int, rejected: str | None = None) 
             # A token this call just obtained is used even if Atlassian gave it a short
             # (or garbled, hence zero) lifetime: refreshing again would loop forever.
             return connection.access_token
+        wait_until = _rate_limited_until(connection, now=now)
+        if wait_until is not None:
+            # A user may retry past an ordinary backoff (Atlassian may be back), but not
+            # past a Retry-After: every page view would knock on the token endpoint again.
+            raise ConnectionUnusableError(
+                f"Atlassian asked us to slow down; try again after {wait_until:%H:%M:%S} UTC.", permanent=False
+            )
         result = connection_refresh(
             connection_id=connection_id,
             now=now,

@@ -89,16 +89,56 @@ def test_rejected_token_already_replaced_by_another_worker_is_not_refreshed_agai
     assert len(mocked.calls) == 0
 
 
-def test_rejected_token_is_refreshed_even_while_backing_off(
+def test_expiring_token_is_refreshed_even_while_backing_off_from_a_server_error(
     alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock
 ) -> None:
     connection = make_connection(
         alice,
         status=ConnectionStatus.REFRESH_FAILING,
+        status_reason="transient",
         next_attempt_at=frozen.now() + timedelta(minutes=10),
         **expiring_in(frozen, seconds=10),
     )
     mocked.post(TOKEN_URL, json=token_reply(1))
+
+    assert access_token(connection) == "new-access-1-secret"
+
+
+def rate_limited(make_connection: ConnectionFactory, user: User, frozen: FakeClock) -> JiraConnection:
+    return make_connection(
+        user,
+        status=ConnectionStatus.REFRESH_FAILING,
+        status_reason="rate_limited",
+        next_attempt_at=frozen.now() + timedelta(seconds=90),
+        **expiring_in(frozen, seconds=10),
+    )
+
+
+@pytest.mark.parametrize("rejected", [None, "old-access-secret"], ids=["expiring", "rejected"])
+def test_no_token_call_before_atlassians_retry_after_has_passed(
+    alice: User,
+    make_connection: ConnectionFactory,
+    mocked: responses.RequestsMock,
+    frozen: FakeClock,
+    rejected: str | None,
+) -> None:
+    connection = rate_limited(make_connection, alice, frozen)
+
+    with pytest.raises(services.ConnectionUnusableError) as refused:
+        access_token(connection, rejected=rejected)
+
+    assert not refused.value.permanent
+    assert f"try again after {frozen.now() + timedelta(seconds=90):%H:%M:%S} UTC" in str(refused.value)
+    assert len(mocked.calls) == 0
+    assert fresh(connection).failure_count == connection.failure_count
+
+
+def test_token_is_refreshed_once_atlassians_retry_after_has_passed(
+    alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock
+) -> None:
+    connection = rate_limited(make_connection, alice, frozen)
+    mocked.post(TOKEN_URL, json=token_reply(1))
+    frozen.advance(seconds=91)
 
     assert access_token(connection) == "new-access-1-secret"
 

@@ -20,7 +20,7 @@ from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
 from integrations import services
-from integrations.models import ConnectionEvent, ConnectionStatus, EventKind, JiraConnection
+from integrations.models import Actor, ConnectionEvent, ConnectionStatus, EventKind, JiraConnection
 from integrations.services import RefreshOutcome
 from tests.conftest import TOKEN_URL, ConnectionFactory
 from tests.integrations.refresh_support import (
@@ -305,7 +305,7 @@ def test_rate_limit_schedules_the_next_attempt_from_retry_after(
     assert len(token_calls(mocked)) == 1
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 504])
+@pytest.mark.parametrize("status", [500, 503])
 def test_server_error_backs_off_and_keeps_the_refresh_token_without_an_immediate_retry(
     alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock, status: int
 ) -> None:
@@ -351,6 +351,22 @@ def test_lost_reply_is_retried_once_at_once_with_the_same_refresh_token(
     due: JiraConnection, mocked: responses.RequestsMock, frozen: FakeClock, error: Exception
 ) -> None:
     mocked.post(TOKEN_URL, body=error)
+    mocked.post(TOKEN_URL, json=token_reply(1))
+
+    assert refresh(due).outcome == RefreshOutcome.REFRESHED
+
+    assert [body["refresh_token"] for body in token_calls(mocked)] == ["old-refresh-secret"] * 2
+    assert frozen.sleeps == []
+    assert fresh(due).refresh_token == "new-refresh-1-secret"
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_gateway_error_is_retried_once_at_once_with_the_same_refresh_token(
+    due: JiraConnection, mocked: responses.RequestsMock, frozen: FakeClock, status: int
+) -> None:
+    # A gateway's 502/504 may come after Atlassian rotated: waiting a backoff could
+    # carry the retry past the 10-minute leeway.
+    mocked.post(TOKEN_URL, status=status, body="bad gateway")
     mocked.post(TOKEN_URL, json=token_reply(1))
 
     assert refresh(due).outcome == RefreshOutcome.REFRESHED
@@ -483,6 +499,65 @@ def test_claim_is_held_during_the_call_and_its_lease_counts_from_the_wall_clock(
     refresh(due, now=frozen.now() - timedelta(minutes=10))
 
     assert seen == [(True, frozen.now() + services.CLAIM_LEASE)]
+
+
+def test_a_crashed_workers_claim_lapses_within_three_minutes(
+    due: JiraConnection, mocked: responses.RequestsMock, frozen: FakeClock
+) -> None:
+    # Killed mid-call: no release. The retry must come well inside the 10-minute leeway.
+    mocked.post(TOKEN_URL, body=requests.ConnectionError("killed"))
+    mocked.post(TOKEN_URL, body=requests.ConnectionError("killed"))
+    with mock.patch("integrations.services._release"), mock.patch("integrations.services._refresh_failed"):
+        refresh(due)
+    mocked.post(TOKEN_URL, json=token_reply(1))
+
+    frozen.advance(minutes=1)
+    assert refresh(due).outcome == RefreshOutcome.CLAIMED_ELSEWHERE
+    frozen.advance(minutes=2)
+    assert refresh(due).outcome == RefreshOutcome.REFRESHED
+    assert [body["refresh_token"] for body in token_calls(mocked)] == ["old-refresh-secret"] * 3
+
+
+def test_a_failure_after_the_lease_lapsed_leaves_the_new_owners_claim_and_state(
+    due: JiraConnection, mocked: responses.RequestsMock, frozen: FakeClock
+) -> None:
+    other = "6f1c3a52-0000-4000-8000-000000000002"
+    until = frozen.now() + timedelta(minutes=2)
+
+    def taken_over_meanwhile(request: Any) -> tuple[int, dict[str, str], str]:
+        # Our call outlived the lease; another worker claimed the row and is mid-refresh.
+        JiraConnection.objects.filter(pk=due.pk).update(claim_id=other, claimed_until=until)
+        return 500, {}, "upstream trouble"
+
+    mocked.add_callback(responses.POST, TOKEN_URL, callback=taken_over_meanwhile)
+
+    result = refresh(due)
+
+    assert result.outcome == RefreshOutcome.CLAIMED_ELSEWHERE
+    row = fresh(due)
+    assert (str(row.claim_id), row.claimed_until) == (other, until)
+    assert (row.status, row.failure_count, row.next_attempt_at) == (ConnectionStatus.ACTIVE, 0, None)
+    assert event_kinds(due) == []
+
+
+def test_a_needs_reconnect_mark_made_during_the_call_is_not_undone_by_the_store(
+    due: JiraConnection, mocked: responses.RequestsMock, staff: User
+) -> None:
+    def staff_marks_meanwhile(request: Any) -> tuple[int, dict[str, str], str]:
+        services.connection_mark_needs_reconnect(
+            connection_id=due.pk, reason="staff", message="Marked by support.", actor=Actor.STAFF, actor_user=staff
+        )
+        return 200, {}, json.dumps(token_reply(1))
+
+    mocked.add_callback(responses.POST, TOKEN_URL, callback=staff_marks_meanwhile)
+
+    result = refresh(due)
+
+    assert result.outcome == RefreshOutcome.CLAIMED_ELSEWHERE
+    row = fresh(due)
+    assert (row.status, row.status_reason) == (ConnectionStatus.NEEDS_RECONNECT, "staff")
+    assert (row.refresh_token, row.version) == ("old-refresh-secret", due.version)
+    assert event_kinds(due) == [EventKind.STAFF_MARK_NEEDS_RECONNECT]
 
 
 def test_gone_connection_is_reported_gone(mocked: responses.RequestsMock, db: None) -> None:
