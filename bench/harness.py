@@ -1,8 +1,9 @@
 """What every benchmark stands on: the sandbox process, the bench database, the portal's
 environment, `manage.py` runs with their CPU time, and the results file.
 
-The portal is configured exactly as in production (jiraconnect.settings from the
-environment), pointed at a sandbox process; nothing is patched.
+The portal is configured as in production (jiraconnect.settings from the environment,
+DEBUG off, behind a TLS-terminating proxy), pointed at a sandbox process; nothing is
+patched.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import platform
 import re
 import resource
+import secrets
 import statistics
 import subprocess
 import sys
@@ -21,8 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from django.test import Client
+
+    from accounts.models import User
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 RESULTS_FILE = BASE_DIR / "bench" / "results" / "latest.json"
@@ -31,7 +38,14 @@ DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_jiraconnect"
 # The sandbox's own fixed, public test credentials (sandbox/config.py).
 SANDBOX_CLIENT_ID = "sandbox-client-id"
 SANDBOX_CLIENT_SECRET = "sandbox-client-secret"
-SANDBOX_REDIRECT_URI = "http://127.0.0.1:8000/integrations/jira/callback/"
+# DEBUG off requires an https callback. The bench never runs the browser flow (grants
+# are minted through the sandbox's control endpoint), so this URL is never visited.
+REDIRECT_URI = "https://127.0.0.1/integrations/jira/callback/"
+# The portal's one allowed host; every request says it came through TLS, as a proxy's
+# X-Forwarded-Proto would (SECURE_PROXY_SSL_HEADER=true), or SECURE_SSL_REDIRECT
+# would answer each one with a redirect.
+PORTAL_HOST = "127.0.0.1"
+FORWARDED_HEADERS = {"X-Forwarded-Proto": "https"}
 SANDBOX_START_TIMEOUT = 20.0
 CONTROL_TIMEOUT = 120.0
 
@@ -268,36 +282,52 @@ def ensure_database(url: str) -> None:
 
 
 def configure_portal(*, sandbox_url: str, db_url: str) -> None:
-    """The environment jiraconnect.settings reads, then django.setup() and migrate.
+    """The production environment jiraconnect.settings reads, then django.setup(),
+    migrate and collectstatic (DEBUG off serves static files from the manifest).
 
     Child processes (manage.py, gunicorn) inherit the same environment.
     """
-    from cryptography.fernet import Fernet
-
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "jiraconnect.settings",
-            # Exactly this environment: a developer's .env must not leak into the figures.
-            "JIRACONNECT_ENV_FILE": "",
-            "DEBUG": "true",
-            "DATABASE_URL": db_url,
-            # A fresh key per run: every benchmark seeds its own rows.
-            "FERNET_KEYS": Fernet.generate_key().decode(),
-            "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
-            "ATLASSIAN_CLIENT_ID": SANDBOX_CLIENT_ID,
-            "ATLASSIAN_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
-            "ATLASSIAN_REDIRECT_URI": SANDBOX_REDIRECT_URI,
-            "ATLASSIAN_AUTH_URL": sandbox_url,
-            "ATLASSIAN_API_URL": sandbox_url,
-            "EMAIL_URL": "consolemail://",
-            "LOG_LEVEL": "WARNING",
-        }
-    )
+    os.environ.update(portal_environment(sandbox_url=sandbox_url, db_url=db_url))
     import django
     from django.core.management import call_command
 
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
+    call_command("collectstatic", verbosity=0, interactive=False)
+
+
+def portal_environment(*, sandbox_url: str, db_url: str) -> dict[str, str]:
+    """What production sets (DEBUG off, fresh keys), pointed at the sandbox."""
+    from cryptography.fernet import Fernet
+
+    return {
+        "DJANGO_SETTINGS_MODULE": "jiraconnect.settings",
+        # Exactly this environment: a developer's .env must not leak into the figures.
+        "JIRACONNECT_ENV_FILE": "",
+        "DEBUG": "false",
+        # Fresh keys per run: every benchmark seeds its own rows and sessions.
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "FERNET_KEYS": Fernet.generate_key().decode(),
+        "ALLOWED_HOSTS": PORTAL_HOST,
+        "SECURE_PROXY_SSL_HEADER": "true",
+        "DATABASE_URL": db_url,
+        "ATLASSIAN_CLIENT_ID": SANDBOX_CLIENT_ID,
+        "ATLASSIAN_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+        "ATLASSIAN_REDIRECT_URI": REDIRECT_URI,
+        "ATLASSIAN_AUTH_URL": sandbox_url,
+        "ATLASSIAN_API_URL": sandbox_url,
+        "EMAIL_URL": "consolemail://",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def signed_in_client(user: User) -> Client:
+    """A test client signed in as `user`, asking as a browser behind the TLS proxy would."""
+    from django.test import Client
+
+    client = Client(SERVER_NAME=PORTAL_HOST, headers=FORWARDED_HEADERS)
+    client.force_login(user)
+    return client
 
 
 def reset_data() -> None:

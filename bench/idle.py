@@ -74,7 +74,7 @@ def seed_idle(*, count: int) -> None:
 
 def due_query_plan() -> tuple[str, str]:
     """(SQL, EXPLAIN ANALYZE plan) of the query connections_due actually sends."""
-    # A full query log (DEBUG keeps the last 9,000) would leave the capture empty.
+    # A full query log (the connection keeps the last 9,000) would leave the capture empty.
     reset_queries()
     with CaptureQueriesContext(db_connection) as captured:
         due = services.connections_due(now=timezone.now())

@@ -21,38 +21,42 @@ from bench.harness import percentile
 class LoadResult:
     tool: str
     requests: int
+    # Failed connects, writes and timeouts, and answers other than 200.
     errors: int
+    not_200: int
     seconds: float
     requests_per_second: float
     p50_ms: float
     p99_ms: float
 
 
-def run(url: str, *, cookies: dict[str, str], connections: int, seconds: float) -> LoadResult:
+def run(url: str, *, cookies: dict[str, str], headers: dict[str, str], connections: int, seconds: float) -> LoadResult:
     latencies: list[float] = []
     errors = 0
+    not_200 = 0
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
     def worker() -> None:
-        nonlocal errors
+        nonlocal errors, not_200
         session = requests.Session()
         session.cookies.update(cookies)
+        session.headers.update(headers)
         mine: list[float] = []
-        failed = 0
+        failed = wrong = 0
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
                 response = session.get(url, allow_redirects=False, timeout=30)
-                ok = response.status_code == 200
+                wrong += response.status_code != 200
             except requests.RequestException:
-                ok = False
+                failed += 1
             mine.append(time.perf_counter() - started)
-            failed += 0 if ok else 1
         session.close()
         with lock:
             latencies.extend(mine)
-            errors += failed
+            errors += failed + wrong
+            not_200 += wrong
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(connections)]
@@ -65,6 +69,7 @@ def run(url: str, *, cookies: dict[str, str], connections: int, seconds: float) 
         tool="bench.loadgen (threads + requests)",
         requests=len(latencies),
         errors=errors,
+        not_200=not_200,
         seconds=elapsed,
         requests_per_second=len(latencies) / elapsed,
         p50_ms=1000 * percentile(latencies, 0.50),

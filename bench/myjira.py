@@ -11,11 +11,10 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from django.test import Client
 from django.utils import timezone
 
 from bench import seed
-from bench.harness import Outcome, Row, SandboxControl, median
+from bench.harness import Outcome, Row, SandboxControl, median, signed_in_client
 from integrations.models import JiraSite
 
 ADA = "557058:ada-0001"
@@ -28,8 +27,7 @@ def measure(*, control: SandboxControl, latency_ms: int = 200, repeats: int = 9)
     (connection,) = seed.connections([owner], grants, expires_at=timezone.now() + timedelta(minutes=50))
     sites = seed.sites_from_atlassian(connection, access_token=grants[0]["access_token"])
     first = min(sites, key=lambda s: (s.name, s.url))
-    client = Client()
-    client.force_login(owner)
+    client = signed_in_client(owner)
 
     def enable(all_sites: bool) -> None:
         JiraSite.objects.filter(connection=connection).exclude(pk=first.pk).update(enabled=all_sites)

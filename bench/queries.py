@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from bench import seed
-from bench.harness import Outcome, Row, SandboxControl
+from bench.harness import Outcome, Row, SandboxControl, signed_in_client
 
 PAGES = {"settings": "/settings/", "my_jira": "/jira/"}
 DEFAULT_COUNTS = (1, 20)
@@ -58,8 +58,7 @@ def measure(*, control: SandboxControl, counts: Sequence[int] = DEFAULT_COUNTS) 
     pages: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in PAGES}
     for count in counts:
         owner = _user_with_connections(control, count=count)
-        client = Client()
-        client.force_login(owner)
+        client = signed_in_client(owner)
         for name, path in PAGES.items():
             pages[name][count] = _count(client, path, control)
     outcome = Outcome("queries")

@@ -1,12 +1,16 @@
 """The benchmarks' code still runs (`make bench` is not part of CI).
 
 The query-count benchmark runs on a tiny scale against an in-process sandbox; the
-parsers of the load benchmark read a real wrk report. No timing is asserted anywhere.
+parsers of the load benchmark read a real wrk report; the production environment the
+bench gives the portal passes the settings' own checks. No timing is asserted anywhere.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,16 @@ import pytest
 from django.contrib.sessions.models import Session
 
 from bench import queries
-from bench.harness import Outcome, Row, SandboxControl, format_table, write_results
+from bench.harness import (
+    BASE_DIR,
+    BenchError,
+    Outcome,
+    Row,
+    SandboxControl,
+    format_table,
+    portal_environment,
+    write_results,
+)
 from bench.load import parse_wrk
 from sandbox.server import Sandbox, SandboxConfig
 
@@ -59,9 +72,10 @@ WRK_REPORT = """Running 10s test @ http://127.0.0.1:8123/settings/
      99%    1.20s
   6402 requests in 10.01s, 45.13MB read
   Socket errors: connect 0, read 6402, write 0, timeout 2
-  Non-2xx or 3xx responses: 3
+  Non-2xx or 3xx responses: 1
 Requests/sec:    639.60
 Transfer/sec:      4.51MB
+Not-200 responses: 3
 """
 
 
@@ -74,8 +88,38 @@ def test_wrk_report_is_read_with_units_and_real_errors_only() -> None:
     assert result.p99_ms == pytest.approx(1200.0)
     assert result.seconds == pytest.approx(10.01)
     # Read "errors" are gunicorn closing each connection after its answer; the
-    # timeouts and the non-2xx answers are real.
+    # timeouts and the answers other than 200 (redirects too, which wrk's own
+    # "Non-2xx or 3xx" count leaves out) are real.
+    assert result.not_200 == 3
     assert result.errors == 5
+
+
+def test_wrk_report_without_the_status_script_is_refused() -> None:
+    # Without bench/wrk_status.lua a page of redirects would pass for a fast page.
+    report = WRK_REPORT.replace("Not-200 responses: 3\n", "")
+
+    with pytest.raises(BenchError, match=r"wrk_status\.lua"):
+        parse_wrk(report)
+
+
+def test_bench_environment_is_a_production_configuration() -> None:
+    environment = portal_environment(sandbox_url="http://127.0.0.1:8001", db_url="sqlite:///:memory:")
+    probe = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DEBUG, s.SECURE_SSL_REDIRECT, s.SECURE_PROXY_SSL_HEADER, s.ALLOWED_HOSTS)"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=BASE_DIR,
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split() == ["False", "True", "('HTTP_X_FORWARDED_PROTO',", "'https')", "['127.0.0.1']"]
 
 
 def test_results_file_keeps_other_benchmarks_when_one_is_rerun(tmp_path: Path) -> None:
