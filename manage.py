@@ -9,9 +9,16 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jiraconnect.settings")
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    try:
+        execute_from_command_line(sys.argv)
+    except ImproperlyConfigured as exc:
+        # A missing or malformed setting is the operator's to fix, not a crash: name it,
+        # and exit 2 like refresh_tokens' other configuration errors, so cron can alert.
+        sys.stderr.write(f"Configuration error: {exc}\n")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -54,10 +54,10 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def improperly_configured(result: subprocess.CompletedProcess[str]) -> str:
-    """The ImproperlyConfigured message a failed start-up ended with."""
-    assert result.returncode != 0, result.stdout
+    """The configuration error a failed start-up ended with (manage.py exits 2 on one)."""
+    assert result.returncode == 2, result.stdout + result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    prefix = "django.core.exceptions.ImproperlyConfigured: "
+    prefix = "Configuration error: "
     assert last.startswith(prefix), result.stderr
     return last.removeprefix(prefix)
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -24,10 +25,12 @@ from django.test import override_settings
 
 from accounts.models import User
 from integrations import refresh_run
+from integrations.management.commands.refresh_tokens import progress_line
 from integrations.models import ConnectionEvent, ConnectionStatus, JiraConnection
 from tests.concurrency.strict import StrictTokenServer, command_env
 from tests.conftest import TOKEN_URL, ConnectionFactory
 from tests.integrations.refresh_support import FakeClock, fresh, install_clock, token_calls, token_reply
+from tests.manage_run import manage, production_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -173,6 +176,7 @@ def test_refused_client_credentials_stop_every_worker_from_taking_new_work(
     assert "client credentials" in summary["configuration_error"]
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry run"])
 @pytest.mark.parametrize("missing", ["ATLASSIAN_CLIENT_ID", "ATLASSIAN_CLIENT_SECRET"])
 def test_missing_client_credentials_exit_2_naming_the_variable(
     alice: User,
@@ -180,15 +184,42 @@ def test_missing_client_credentials_exit_2_naming_the_variable(
     mocked: responses.RequestsMock,
     expired: dict[str, Any],
     missing: str,
+    dry_run: list[str],
 ) -> None:
-    make_connection(alice, **expired)
+    connection = make_connection(alice, **expired)
 
     with override_settings(**{missing: ""}):
-        code, _out, err = run()
+        code, _out, err = run(*dry_run)
 
     assert code == 2
     assert f"{missing} not set" in err
     assert len(mocked.calls) == 0
+    assert fresh(connection).version == connection.version
+
+
+def test_a_broken_setting_exits_2_with_the_variable_named_not_a_traceback(tmp_path: Path) -> None:
+    # Cron alerts on exit status 2: a portal that cannot even start must raise it too.
+    env = production_env(tmp_path / "db.sqlite3")
+    del env["SECRET_KEY"]
+
+    result = manage("refresh_tokens", env=env)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("Configuration error: SECRET_KEY")
+    assert "Traceback" not in result.stderr
+
+
+def test_due_within_widens_what_counts_as_due(
+    alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock
+) -> None:
+    in_twenty = make_connection(alice, access_token_expires_at=frozen.now() + timedelta(minutes=20))
+    refresh_replies(mocked, 1)
+
+    assert run_json()[1]["due"] == 0
+    code, summary = run_json("--due-within", "30")
+
+    assert (code, summary["refreshed"]) == (0, 1)
+    assert fresh(in_twenty).version == in_twenty.version + 1
 
 
 def test_dry_run_lists_due_connections_and_changes_nothing(
@@ -380,8 +411,23 @@ def test_progress_goes_to_stderr_only_on_a_terminal(
     for _ in range(2):
         make_connection(alice, **expired)
     _code, out, err = run("--concurrency", "1", stderr=TTY())
-    assert err == "\r1/2\r2/2\n"
+    frames = err.split("\r")[1:]
+    assert [frame.split()[1] for frame in frames] == ["1/2", "2/2"]
+    assert frames[0].startswith("[" + "#" * 15 + "." * 15 + "]")
+    assert err.endswith("\n")
     assert "\r" not in out
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "elapsed", "line"),
+    [
+        (0, 1000, 0.0, "[..........]    0/1000   0%  0.0/s  "),
+        (300, 1000, 2.5, "[###.......]  300/1000  30%  120.0/s  ETA 6s"),
+        (1000, 1000, 5.0, "[##########] 1000/1000 100%  200.0/s  "),
+    ],
+)
+def test_progress_line_shows_bar_count_percent_rate_and_eta(done: int, total: int, elapsed: float, line: str) -> None:
+    assert progress_line(done, total, elapsed=elapsed, width=10) == line
 
 
 @pytest.mark.parametrize("bad", [["--concurrency", "0"], ["--limit", "-1"], ["--due-within", "soon"]])

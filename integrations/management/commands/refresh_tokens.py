@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 from argparse import ArgumentParser, ArgumentTypeError
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,6 +24,17 @@ def _whole(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def progress_line(done: int, total: int, *, elapsed: float, width: int = 30) -> str:
+    """`[#########.....]  300/1000  30%  120.0/s  ETA 6s`: one terminal line."""
+    filled = width * done // total if total else width
+    rate = done / elapsed if elapsed > 0 else 0.0
+    eta = f"ETA {round((total - done) / rate)}s" if rate and done < total else ""
+    percent = 100 * done // total if total else 100
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {done:>{len(str(total))}}/{total} {percent:3d}%  {rate:.1f}/s  {eta}"
+    )
 
 
 class Command(BaseCommand):
@@ -74,7 +86,13 @@ class Command(BaseCommand):
         )
         if options["dry_run"]:
             self._dry_run(run_options, as_json=options["json"])
+            missing = refresh_run.missing_settings()
+            if missing:
+                # The list is still worth reading; the run it previews would stop at once.
+                self.stderr.write(f"Configuration error: {' and '.join(missing)} not set: Jira is not configured.")
+                raise SystemExit(2)
             return
+        self._started = time.monotonic()
         summary = refresh_run.refresh_due(run_options, progress=self._progress if self.stderr.isatty() else None)
         if self.stderr.isatty() and summary.due:
             self.stderr.write("")
@@ -88,7 +106,7 @@ class Command(BaseCommand):
             raise SystemExit(summary.exit_code)
 
     def _progress(self, done: int, total: int) -> None:
-        self.stderr.write(f"\r{done}/{total}", ending="")
+        self.stderr.write(f"\r{progress_line(done, total, elapsed=time.monotonic() - self._started)}", ending="")
         self.stderr.flush()
 
     def _print_summary(self, summary: RunSummary) -> None:
