@@ -77,6 +77,8 @@ def _authorize_problem(state: State, params: dict[str, str]) -> str | None:
         return "Invalid response_type: it must be 'code'."
     if params.get("audience") != "api.atlassian.com":
         return "Invalid audience: it must be 'api.atlassian.com'."
+    # Atlassian documents prompt=consent but not what it does when prompt is absent:
+    # absent is accepted rather than refused on a guess (see sandbox/README.md).
     if params.get("prompt", "consent") != "consent":
         return "Invalid prompt: only 'consent' is supported."
     scopes = params.get("scope", "").split()

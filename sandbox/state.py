@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.config import SandboxConfig, apply_config_updates
-from sandbox.faults import ENDPOINTS, FaultDecision, FaultPlan
+from sandbox.faults import ENDPOINTS, KINDS, FaultDecision, FaultPlan
 from sandbox.seed import ADA, SITES, USERS, Issue, Site, User, build_issues
 
 TokenAnswer = tuple[int, dict[str, Any]]
@@ -154,6 +154,8 @@ class State:
         self.refresh_tokens: dict[str, RefreshToken] = {}
         self.request_counts: dict[str, int] = dict.fromkeys(ENDPOINTS, 0)
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        # faults_injected split by kind, so a fault proof can show every kind fired.
+        self.faults_by_kind: dict[str, int] = dict.fromkeys(sorted(KINDS), 0)
         # Successful refreshes per account, leeway reuses included (they are also counted
         # separately below): a correct single-flight client shows exactly 1 per cycle.
         self.refresh_count_by_account: Counter[str] = Counter()
@@ -193,11 +195,12 @@ class State:
             decision = self.faults.decide(endpoint)
             if decision is not None and decision.kind is not None:
                 self.counters["faults_injected"] += 1
+                self.faults_by_kind[decision.kind] += 1
             return decision
 
     def counters_snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"requests": dict(self.request_counts), **self.counters}
+            return {"requests": dict(self.request_counts), **self.counters, "faults_by_kind": dict(self.faults_by_kind)}
 
     def secrets_snapshot(self) -> dict[str, Any]:
         with self.lock:

@@ -22,6 +22,7 @@ from django.db import connections
 
 from sandbox.server import Sandbox, SandboxConfig
 from tests.conftest import chromium_path
+from tests.proof.harness import SecretScanner, logging_everything, raw_rows
 
 CALLBACK_PATH = "/integrations/jira/callback/"
 ARTIFACTS = Path(django_settings.BASE_DIR) / "artifacts" / "e2e"
@@ -76,6 +77,11 @@ class Portal:
         answer.raise_for_status()
         return answer.json()
 
+    def issued_secrets(self) -> list[str]:
+        """Every code, token and client secret the sandbox has issued (this session)."""
+        issued = self.control("secrets")
+        return [issued["client_secret"], *issued["codes"], *issued["access_tokens"], *issued["refresh_tokens"]]
+
 
 @pytest.fixture
 def portal(live_server: Any, sandbox: Sandbox, settings: Any) -> Portal:
@@ -116,14 +122,36 @@ class Journey:
     page: Any
     portal: Portal
     folder: Path
+    # The portal's logs (live server thread included) at DEBUG, SQL with its parameters.
+    logs: pytest.LogCaptureFixture
     steps: int = 0
     seen_html: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+    database: dict[str, str] = field(default_factory=dict)
 
     def shot(self, step: str) -> None:
         self.steps += 1
         self.seen_html.append(self.page.content())
         self.page.screenshot(path=str(self.folder / f"{self.steps:02d}-{step}.png"), full_page=True)
+
+    def snapshot_database(self, moment: str) -> None:
+        """Every raw column of the integration tables, as stored now (tokens included)."""
+        self.database[moment] = off_the_browser_thread(raw_rows)
+
+    def assert_no_issued_secret_leaked(self, also: dict[str, str] | None = None) -> None:
+        """No code, token or client secret the sandbox issued in a page the browser saw,
+        in the portal's logs, in the raw columns of the database snapshots, or in `also`."""
+        self.snapshot_database("end")
+        # The capture sees the live server's own SQL (sign-up runs there), not just ours.
+        assert any(
+            r.name == "django.db.backends" and 'INSERT INTO "accounts_user"' in r.getMessage()
+            for r in self.logs.records
+        ), "the portal's SQL was not captured"
+        texts = {f"page-{n}": html for n, html in enumerate(self.seen_html, 1)}
+        texts["logs"] = self.logs.text
+        texts.update({f"database-{moment}": rows for moment, rows in self.database.items()})
+        texts.update(also or {})
+        SecretScanner(self.portal.issued_secrets()).assert_clean(texts)
 
     def sign_up(self, email: str) -> None:
         self.page.goto(self.portal.url + "/accounts/signup/")
@@ -145,18 +173,20 @@ class Journey:
 
 
 @pytest.fixture
-def journey(request: pytest.FixtureRequest, chromium_executable: str, portal: Portal) -> Iterator[Journey]:
+def journey(
+    request: pytest.FixtureRequest, chromium_executable: str, portal: Portal, caplog: pytest.LogCaptureFixture
+) -> Iterator[Journey]:
     from playwright.sync_api import sync_playwright
 
     folder = ARTIFACTS / request.node.name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    with sync_playwright() as playwright:
+    with sync_playwright() as playwright, logging_everything(caplog) as logs:
         browser = playwright.chromium.launch(executable_path=chromium_executable, args=CHROMIUM_ARGS)
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             context.set_default_timeout(STEP_TIMEOUT_MS)
-            walk = Journey(page=context.new_page(), portal=portal, folder=folder)
+            walk = Journey(page=context.new_page(), portal=portal, folder=folder, logs=logs)
 
             def offline(route: Any) -> None:
                 # The suite must pass without a network: anything but the two local servers

@@ -9,6 +9,7 @@ runs as separate OS processes on the test database, as if on separate hosts.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import random
@@ -24,10 +25,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import quote
 
+import pytest
 from django.conf import settings
 from django.db import connection as db_connection
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F
 from django.utils import timezone
 
@@ -174,6 +178,11 @@ def delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
     result = {key: int(after[key]) - int(before[key]) for key in keys}
     result["token_requests"] = int(after["requests"]["token"]) - int(before["requests"]["token"])
     return result
+
+
+def faults_by_kind(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
+    """Injected faults between two counter snapshots, per kind ("500", "429", "timeout"...)."""
+    return {kind: int(count) - int(before["faults_by_kind"][kind]) for kind, count in after["faults_by_kind"].items()}
 
 
 # --- The portal's database -------------------------------------------------------------------
@@ -507,6 +516,20 @@ class SecretScanner:
         leaks = {name: len(found) for name, text in texts.items() if (found := self.hits(text))}
         assert not leaks, f"secrets found in: {leaks}"
         return {"secrets": len(self.secrets), "texts": len(texts), "bytes": sum(len(t) for t in texts.values())}
+
+
+@contextmanager
+def logging_everything(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Every logger at DEBUG, and SQL with its parameters (tokens only as ciphertext) from
+    every database connection of every thread: a live server's requests run in their own."""
+    caplog.set_level(logging.DEBUG)
+    # Loggers with their own level (urllib3, django) would drop DEBUG records otherwise.
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger):
+            caplog.set_level(logging.DEBUG, logger=name)
+    # What force_debug_cursor does for one connection, for all of them.
+    with mock.patch.object(BaseDatabaseWrapper, "queries_logged", property(lambda self: True)):
+        yield caplog
 
 
 def log_texts(log_dir: Path) -> dict[str, str]:

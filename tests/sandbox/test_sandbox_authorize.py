@@ -43,6 +43,8 @@ def test_consent_page_escapes_what_the_app_sent(client: SandboxClient) -> None:
         ({"redirect_uri": "http://127.0.0.1:8000/integrations/jira/callback"}, "redirect_uri"),
         ({"response_type": "token"}, "response_type"),
         ({"audience": "example.com"}, "audience"),
+        ({"prompt": "none"}, "prompt"),
+        ({"prompt": ""}, "prompt"),
         ({"scope": ""}, "scope"),
         ({"scope": "read:jira-work delete:everything"}, "scope"),
     ],
@@ -59,10 +61,19 @@ def test_bad_authorize_request_gets_sandbox_error_page_not_redirect(
 
 
 def test_missing_prompt_is_accepted(client: SandboxClient) -> None:
+    # Atlassian documents prompt=consent, not what it does without it: no refusal is invented.
     params = client.authorize_params()
     del params["prompt"]
     answer = requests.get(f"{client.base_url}/authorize", params=params, timeout=5)
     assert answer.status_code == 200
+
+
+def test_forged_post_with_bad_prompt_is_refused(client: SandboxClient) -> None:
+    form = {**client.authorize_params(prompt="none"), "decision": "accept", "account_id": GRACE}
+    answer = requests.post(f"{client.base_url}/authorize", data=form, allow_redirects=False, timeout=5)
+    assert answer.status_code == 400
+    assert "Location" not in answer.headers
+    assert "prompt" in answer.text
 
 
 def test_forged_post_with_bad_redirect_uri_is_refused(client: SandboxClient) -> None:

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from contextlib import closing
+from typing import Any
 
 import requests
 
 from sandbox.seed import ADA, GRACE
 from sandbox.server import Sandbox, SandboxConfig
 from sandbox.testing import SandboxClient
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.sandbox.conftest import sandbox_process
 
 
 def test_counters_shape(client: SandboxClient) -> None:
@@ -165,25 +164,69 @@ def test_context_manager_binds_an_ephemeral_port() -> None:
 
 def test_runs_as_a_process_and_stops_on_sigterm() -> None:
     env = {**os.environ, "SANDBOX_LEEWAY": "5"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--port", "0", "--quiet", "--client-secret", "s3cret"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert "listening on http://127.0.0.1:" in line
-        url = line.split("listening on ", 1)[1].split()[0]
+    with sandbox_process("--client-secret", "s3cret", env=env) as (process, url):
         config = requests.get(f"{url}/_sandbox/config", timeout=5).json()
         assert config["leeway"] == 5
         assert requests.get(f"{url}/_sandbox/secrets", timeout=5).json()["client_secret"] == "s3cret"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=5) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+
+
+BURST = 300
+# Held inside the sandbox on every request: served one at a time, the burst would take
+# BURST x 0.5 s = 150 s. (A listen backlog shorter than the burst fails it outright:
+# connections reset or wait for SYN retransmits.) About 1 s on 2 cores.
+BURST_LATENCY_MS = 500
+BURST_DEADLINE_S = 10.0
+
+
+def test_three_hundred_concurrent_requests_to_the_sandbox_process_all_succeed() -> None:
+    with sandbox_process() as (_process, url), closing(SandboxClient(url, SandboxConfig())) as control:
+        minted = control.control("grants", {"count": BURST})
+        control.faults({"token": {"latency_ms": BURST_LATENCY_MS}, "me": {"latency_ms": BURST_LATENCY_MS}})
+        barrier = threading.Barrier(BURST)
+
+        def call(n: int) -> tuple[int, Any]:
+            grant = minted[n]
+            # A connection of its own per request, opened once every thread is ready.
+            with requests.Session() as session:
+                barrier.wait(timeout=60)
+                if n % 2:
+                    answer = session.post(
+                        f"{url}/oauth/token",
+                        json={
+                            "grant_type": "refresh_token",
+                            "client_id": control.config.client_id,
+                            "client_secret": control.config.client_secret,
+                            "refresh_token": grant["refresh_token"],
+                        },
+                        timeout=60,
+                    )
+                else:
+                    answer = session.get(
+                        f"{url}/me", headers={"Authorization": f"Bearer {grant['access_token']}"}, timeout=60
+                    )
+                return answer.status_code, answer.json()
+
+        with ThreadPoolExecutor(BURST) as pool:
+            started = time.monotonic()
+            results = list(pool.map(call, range(BURST)))
+            elapsed = time.monotonic() - started
+
+        assert [status for status, _ in results] == [200] * BURST
+        for n, (_status, body) in enumerate(results):
+            grant = minted[n]
+            if n % 2:
+                assert body["token_type"] == "Bearer"
+                assert body["refresh_token"] != grant["refresh_token"]
+                assert body["access_token"] != grant["access_token"]
+            else:
+                assert body["account_id"] == grant["account_id"]
+        rotated = [body["refresh_token"] for n, (_status, body) in enumerate(results) if n % 2]
+        assert len(set(rotated)) == BURST // 2
+        # Every refresh counted once, against its own account: no answer crossed over.
+        refreshed = control.control("refreshes")["by_account"]
+        assert refreshed == {minted[n]["account_id"]: 1 for n in range(1, BURST, 2)}
+        requests_seen = control.counters()["requests"]
+        assert (requests_seen["token"], requests_seen["me"]) == (BURST // 2, BURST // 2)
+        assert elapsed < BURST_DEADLINE_S, f"{BURST} concurrent requests took {elapsed:.1f} s"

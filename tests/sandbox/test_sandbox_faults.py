@@ -116,6 +116,35 @@ def test_star_applies_to_every_endpoint_and_count_limits(client: SandboxClient) 
     assert client.counters()["faults_injected"] == 2
 
 
+def test_an_endpoints_own_spec_beats_star(client: SandboxClient) -> None:
+    client.faults({"*": {"kinds": ["503"]}, "me": {"kinds": ["429"], "retry_after": 4}, "token": {"latency_ms": 1}})
+    assert requests.get(f"{client.base_url}/me", timeout=5).status_code == 429
+    # A spec without kinds still replaces `*`: the token endpoint answers for real.
+    assert client.token({"grant_type": "refresh_token", "refresh_token": "unknown"}).status_code == 403
+    assert requests.get(client.authorize_url(), timeout=5).status_code == 503
+    assert client.counters()["faults_by_kind"] == {
+        "500": 0,
+        "503": 1,
+        "429": 1,
+        "timeout": 0,
+        "malformed": 0,
+        "lost_response": 0,
+    }
+
+
+def test_faults_are_counted_by_kind(client: SandboxClient) -> None:
+    client.faults({"me": {"kinds": ["500", "503", "429", "malformed"]}, "seed": 7})
+    statuses = [requests.get(f"{client.base_url}/me", timeout=5).status_code for _ in range(40)]
+    by_kind = client.counters()["faults_by_kind"]
+    assert by_kind["500"] == statuses.count(500) > 0
+    assert by_kind["503"] == statuses.count(503) > 0
+    assert by_kind["429"] == statuses.count(429) > 0
+    assert by_kind["malformed"] == statuses.count(200) > 0
+    assert sum(by_kind.values()) == client.counters()["faults_injected"] == 40
+    client.control("reset", {})
+    assert set(client.counters()["faults_by_kind"].values()) == {0}
+
+
 def test_seeded_faults_are_reproducible(client: SandboxClient) -> None:
     def run() -> list[int]:
         client.faults({"seed": 42, "me": {"rate": 0.5, "kinds": ["500", "503", "429"]}})
