@@ -12,9 +12,11 @@ import hashlib
 import ipaddress
 import math
 import os
+import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import django_stubs_ext
@@ -112,6 +114,62 @@ def endpoint_url(name: str, value: str) -> str:
     )
 
 
+def _scheme(value: str) -> str:
+    """The URL's scheme, or "" (a scheme only: safe to show, unlike the rest of the URL)."""
+    scheme = value.split("://", 1)[0].strip().lower() if "://" in value else ""
+    return scheme if re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) else ""
+
+
+def database_url(name: str, value: str) -> dict[str, Any]:
+    """A django-environ database URL of a scheme it knows, naming a database.
+
+    django-environ itself accepts nearly anything: `notaurl` becomes an empty config
+    (Django then fails at the first query) and `foo://x/y` the engine "foo".
+    """
+    scheme = _scheme(value)
+    config: dict[str, Any] = {}
+    if scheme in environ.Env.DB_SCHEMES:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                config = environ.Env.db_url_config(value)
+        except ValueError:  # a port that is not a number
+            config = {}
+    # sqlite://name (two slashes) would silently be an in-memory database.
+    sqlite_with_host = scheme == "sqlite" and bool(urlsplit(value).netloc) and value != "sqlite://:memory:"
+    if not config.get("ENGINE") or not config.get("NAME") or sqlite_with_host:
+        # The value is never echoed: it may hold a password.
+        raise ImproperlyConfigured(
+            f"{name} is not a database URL (scheme {scheme!r}); for example "
+            "postgres://user:password@host:5432/jiraconnect or sqlite:////absolute/path/db.sqlite3."
+        )
+    return config
+
+
+def email_url(name: str, value: str) -> dict[str, Any]:
+    """A django-environ email URL of a scheme it knows; SMTP needs a host."""
+    scheme = _scheme(value)
+    config: dict[str, Any] = {}
+    if scheme in environ.Env.EMAIL_SCHEMES:
+        try:
+            config = environ.Env.email_url_config(value)
+        except (ValueError, ImproperlyConfigured):
+            config = {}
+    if not config or (scheme.startswith("smtp") and not config.get("EMAIL_HOST")):
+        raise ImproperlyConfigured(
+            f"{name} is not an email URL (scheme {scheme!r}); for example "
+            "smtp+tls://user:password@smtp.example.com:587 or consolemail://."
+        )
+    return config
+
+
+def log_level(name: str, value: str) -> str:
+    level = value.strip().upper() or "INFO"
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ImproperlyConfigured(f"{name} must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {value!r}.")
+    return level
+
+
 def fernet_keys(name: str, value: str) -> list[str]:
     keys = [k.strip() for k in value.split(",") if k.strip()]
     if not keys:
@@ -204,7 +262,9 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "jiraconnect.wsgi.application"
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES = {
+    "default": database_url("DATABASE_URL", env.str("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))
+}
 DATABASES["default"]["CONN_MAX_AGE"] = _int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -250,7 +310,7 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+vars().update(email_url("EMAIL_URL", env.str("EMAIL_URL", default="consolemail://")))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="jiraconnect <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Absolute links in emails (password reset uses the request; background jobs cannot).
@@ -311,7 +371,7 @@ ATLASSIAN_TIMEOUT = (
 )
 
 # --- Logging --------------------------------------------------------------------------
-LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_LEVEL = log_level("LOG_LEVEL", env.str("LOG_LEVEL", default="INFO"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -163,12 +163,118 @@ def test_https_or_loopback_http_endpoint_is_accepted(prod: dict[str, str], value
         ("ATLASSIAN_CONNECT_TIMEOUT", "0"),
         ("ATLASSIAN_READ_TIMEOUT", "inf"),
         ("ATLASSIAN_READ_TIMEOUT", "soon"),
+        ("DATABASE_URL", "notaurl"),
+        ("DATABASE_URL", "foo://x/y"),
+        ("DATABASE_URL", "postgres://db.example.com:5432"),  # no database name
+        ("DATABASE_URL", "postgres://db.example.com:notaport/jiraconnect"),
+        ("DATABASE_URL", "sqlite://db.sqlite3"),  # two slashes: silently an in-memory database
+        ("EMAIL_URL", "garbage"),
+        ("EMAIL_URL", "smtp://"),
+        ("EMAIL_URL", "smtp://smtp.example.com:notaport"),
+        ("LOG_LEVEL", "bogus"),
+        ("LOG_LEVEL", "WARN ING"),
     ],
 )
-def test_malformed_number_fails_naming_it(prod: dict[str, str], name: str, value: str) -> None:
+def test_malformed_setting_fails_naming_it(prod: dict[str, str], name: str, value: str) -> None:
     prod[name] = value
 
     assert improperly_configured(manage("check", env=prod)).startswith(f"{name} ")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "postgres://portal:s3cret-pass@db.example.com:notaport/jiraconnect"),
+        ("EMAIL_URL", "smtp+tls://portal:s3cret-pass@smtp.example.com:notaport"),
+    ],
+)
+def test_malformed_url_fails_without_echoing_its_password(prod: dict[str, str], name: str, value: str) -> None:
+    prod[name] = value
+
+    result = manage("check", env=prod)
+
+    assert improperly_configured(result).startswith(f"{name} ")
+    assert "s3cret-pass" not in result.stderr + result.stdout
+
+
+def test_well_formed_database_email_and_log_settings_are_read(prod: dict[str, str]) -> None:
+    prod["DATABASE_URL"] = "postgres://portal:pass@db.example.com:5432/jiraconnect"
+    prod["EMAIL_URL"] = "smtp+tls://portal:pass@smtp.example.com:587"
+    prod["LOG_LEVEL"] = "warning"
+
+    seen = settings_seen(prod, "DATABASES", "EMAIL_BACKEND", "EMAIL_HOST", "EMAIL_PORT", "LOG_LEVEL")
+
+    database = seen["DATABASES"]["default"]
+    assert (database["ENGINE"], database["HOST"], database["PORT"], database["NAME"]) == (
+        "django.db.backends.postgresql",
+        "db.example.com",
+        5432,
+        "jiraconnect",
+    )
+    assert (seen["EMAIL_BACKEND"], seen["EMAIL_HOST"], seen["EMAIL_PORT"]) == (
+        "django.core.mail.backends.smtp.EmailBackend",
+        "smtp.example.com",
+        587,
+    )
+    assert seen["LOG_LEVEL"] == "WARNING"
+
+
+ATLASSIAN = {
+    "ATLASSIAN_CLIENT_ID": "portal-client-id",
+    "ATLASSIAN_CLIENT_SECRET": "portal-client-secret",
+    "ATLASSIAN_REDIRECT_URI": "https://portal.example.com/integrations/jira/callback/",
+}
+
+
+def test_complete_atlassian_settings_start(prod: dict[str, str]) -> None:
+    prod.update(ATLASSIAN)
+
+    assert settings_seen(prod, "ATLASSIAN_CLIENT_ID")["ATLASSIAN_CLIENT_ID"] == "portal-client-id"
+
+
+# (case, DEBUG, the variable changed, its value or None for unset, what the message says).
+# Non-absolute redirect URIs are tried with DEBUG on, where the https rule (which would
+# refuse them too) does not apply: each case shows its own check at work.
+ATLASSIAN_HALF_CONFIGURED: list[tuple[str, str, str, str | None, str]] = [
+    ("no-client-secret", "false", "ATLASSIAN_CLIENT_SECRET", None, "must be set"),
+    ("empty-client-secret", "false", "ATLASSIAN_CLIENT_SECRET", "", "must be set"),
+    ("no-redirect-uri", "false", "ATLASSIAN_REDIRECT_URI", None, "must be set"),
+    ("empty-redirect-uri", "false", "ATLASSIAN_REDIRECT_URI", "", "must be set"),
+    ("relative-redirect-uri", "true", "ATLASSIAN_REDIRECT_URI", "/jira/callback/", "not an absolute URL"),
+    ("scheme-less-redirect-uri", "true", "ATLASSIAN_REDIRECT_URI", "portal.example.com/cb/", "not an absolute URL"),
+    ("host-less-redirect-uri", "true", "ATLASSIAN_REDIRECT_URI", "https:///jira/callback/", "not an absolute URL"),
+    ("ftp-redirect-uri", "true", "ATLASSIAN_REDIRECT_URI", "ftp://portal.example.com/cb/", "not an absolute URL"),
+    ("http-redirect-uri-debug-off", "false", "ATLASSIAN_REDIRECT_URI", "http://portal.example.com/cb/", "https"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "debug", "name", "value", "says"),
+    ATLASSIAN_HALF_CONFIGURED,
+    ids=[case[0] for case in ATLASSIAN_HALF_CONFIGURED],
+)
+def test_client_id_with_a_missing_or_bad_companion_setting_fails_naming_it(
+    prod: dict[str, str], case: str, debug: str, name: str, value: str | None, says: str
+) -> None:
+    prod.update(ATLASSIAN, DEBUG=debug)
+    if value is None:
+        del prod[name]
+    else:
+        prod[name] = value
+
+    message = improperly_configured(manage("check", env=prod))
+
+    assert message.startswith(f"{name} ")
+    assert says in message
+
+
+def test_http_redirect_uri_is_accepted_with_debug_on(prod: dict[str, str]) -> None:
+    # Local development against a tunnel or the sandbox: https is required only in production.
+    prod.update(ATLASSIAN, DEBUG="true", ATLASSIAN_REDIRECT_URI="http://127.0.0.1:8000/integrations/jira/callback/")
+
+    seen = settings_seen(prod, "ATLASSIAN_REDIRECT_URI")
+
+    assert seen["ATLASSIAN_REDIRECT_URI"] == "http://127.0.0.1:8000/integrations/jira/callback/"
 
 
 def test_env_file_named_by_jiraconnect_env_file_is_read(prod: dict[str, str], tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ testserver as us), plus a few of the classic open-redirect spellings.
 from __future__ import annotations
 
 from itertools import count
+from urllib.parse import urlencode
 
 import pytest
 from django.test import Client
@@ -155,3 +156,29 @@ def test_http_next_is_refused_on_an_https_login(client: Client, alice: User) -> 
 @pytest.mark.django_db
 def test_http_next_is_refused_on_an_https_signup(client: Client) -> None:
     assert signup(client, "http://testserver/jira/", secure=True) == DEFAULT
+
+
+def logout(client: Client, next_url: str, *, via: str) -> str:
+    """Log out (POST) with `next` in the form or in the query string; where it went."""
+    if via == "form":
+        response = client.post("/accounts/logout/", {"next": next_url})
+    else:
+        response = client.post(f"/accounts/logout/?{urlencode({'next': next_url})}")
+    assert response.status_code == 302
+    assert "_auth_user_id" not in client.session
+    return str(response.url)
+
+
+@pytest.mark.parametrize("via", ["form", "query"])
+@pytest.mark.parametrize("next_url", UNSAFE)
+def test_unsafe_next_on_logout_lands_on_login(client: Client, alice: User, next_url: str, via: str) -> None:
+    client.force_login(alice)
+
+    assert logout(client, next_url, via=via) == "/accounts/login/"
+
+
+@pytest.mark.parametrize("via", ["form", "query"])
+def test_safe_next_on_logout_is_honoured(client: Client, alice: User, via: str) -> None:
+    client.force_login(alice)
+
+    assert logout(client, "/jira/?site=1", via=via) == "/jira/?site=1"

@@ -7,19 +7,23 @@ logs and pages for it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
+from unittest import mock
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 import responses
 from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.db import connection as db_connection
 from django.http import HttpResponse
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import User
 from integrations import oauth
@@ -33,6 +37,9 @@ AUTHORIZE_URL = "https://auth.atlassian.com/authorize"
 CODE = "authcode-Zq81-never-logged"
 ACCESS_TOKEN = "eyJ-access-token-Kx92-never-logged"
 REFRESH_TOKEN = "refresh-token-Wm47-never-logged"
+# The pair a later refresh (by the refresh job or by staff) brings.
+ROTATED_ACCESS_TOKEN = "eyJ-rotated-access-Pq55-never-logged"
+ROTATED_REFRESH_TOKEN = "rotated-refresh-Hv63-never-logged"
 ACCOUNT_ID = "557058:6f1c0c51-alice"
 
 SITE_A = {
@@ -80,7 +87,14 @@ def me_reply(*, account_id: str = ACCOUNT_ID, name: str = "Alice Atlassian") -> 
 
 def secrets_in_play() -> list[str]:
     """Values that must never reach a log line, a page or an error report."""
-    return [CODE, ACCESS_TOKEN, REFRESH_TOKEN, settings.ATLASSIAN_CLIENT_SECRET]
+    return [
+        CODE,
+        ACCESS_TOKEN,
+        REFRESH_TOKEN,
+        ROTATED_ACCESS_TOKEN,
+        ROTATED_REFRESH_TOKEN,
+        settings.ATLASSIAN_CLIENT_SECRET,
+    ]
 
 
 def register_success(
@@ -137,6 +151,21 @@ def logged_in(user: User) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+def hand_session_to(client: Client, user: User) -> Client:
+    """The same browser session, signed in as `user` now, without a login (which would
+    flush the session and the pending states with it)."""
+    session = client.session
+    session[SESSION_KEY] = str(user.pk)
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    return client
+
+
+def another_browser(client: Client) -> Client:
+    """A second browser session of the user `client` is signed in as."""
+    return logged_in(User.objects.get(pk=client.session[SESSION_KEY]))
 
 
 @dataclass(frozen=True)
@@ -282,3 +311,77 @@ def connect_failing(client: Client, mocked: responses.RequestsMock, failure: Fai
     """One whole flow in which Atlassian fails as `failure` says."""
     register_failure(mocked, failure)
     return callback(client, code=CODE, state=start_flow(client))
+
+
+# --- Callbacks that end without a connection -----------------------------------------------
+
+Scenario = Callable[[Client, responses.RequestsMock], HttpResponse]
+
+
+def _forged_state(client: Client, mocked: responses.RequestsMock) -> HttpResponse:
+    start_flow(client)
+    return callback(client, code=CODE, state="forged")
+
+
+def _missing_state(client: Client, mocked: responses.RequestsMock) -> HttpResponse:
+    start_flow(client)
+    return callback(client, code=CODE)
+
+
+def _empty_state(client: Client, mocked: responses.RequestsMock) -> HttpResponse:
+    start_flow(client)
+    return callback(client, code=CODE, state="")
+
+
+def _expired_state(client: Client, mocked: responses.RequestsMock) -> HttpResponse:
+    state = start_flow(client)
+    with mock.patch("integrations.clock.now", return_value=timezone.now() + timedelta(minutes=11)):
+        return callback(client, code=CODE, state=state)
+
+
+def _other_users_state(client: Client, mocked: responses.RequestsMock) -> HttpResponse:
+    state = start_flow(client)
+    mallory = User.objects.create_user("mallory@example.com", "mallory horse battery staple")
+    return callback(hand_session_to(client, mallory), code=CODE, state=state)
+
+
+def _other_sessions_state(client: Client, mocked: responses.RequestsMock) -> HttpResponse:
+    state = start_flow(client)
+    return callback(another_browser(client), code=CODE, state=state)
+
+
+def _no_code(client: Client, mocked: responses.RequestsMock) -> HttpResponse:
+    return callback(client, state=start_flow(client))
+
+
+def _logged_out(client: Client, mocked: responses.RequestsMock) -> HttpResponse:
+    state = start_flow(client)
+    client.logout()
+    return callback(client, code=CODE, state=state)
+
+
+def _declined(client: Client, mocked: responses.RequestsMock) -> HttpResponse:
+    return callback(client, code=CODE, error="access_denied", error_description="denied", state=start_flow(client))
+
+
+def _atlassian_fails(failure: Failure) -> Scenario:
+    def scenario(client: Client, mocked: responses.RequestsMock) -> HttpResponse:
+        return connect_failing(client, mocked, failure)
+
+    return scenario
+
+
+# Each way, run by a signed-in user on a fresh client, and the status it answers with.
+FAILED_CALLBACKS: dict[str, tuple[Scenario, int]] = {
+    "forged-state": (_forged_state, 400),
+    "missing-state": (_missing_state, 400),
+    "empty-state": (_empty_state, 400),
+    "expired-state": (_expired_state, 400),
+    "other-users-state": (_other_users_state, 400),
+    "other-sessions-state": (_other_sessions_state, 400),
+    "no-code": (_no_code, 400),
+    "logged-out": (_logged_out, 403),
+    "declined": (_declined, 302),
+    **{f"token-{f.id}": (_atlassian_fails(f), f.status) for f in TOKEN_FAILURES},
+    **{f"read-{f.id}": (_atlassian_fails(f), f.status) for f in READ_FAILURES},
+}

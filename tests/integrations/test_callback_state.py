@@ -8,7 +8,6 @@ from unittest import mock
 
 import pytest
 import responses
-from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.http import HttpResponse
 from django.test import Client
 from django.utils import timezone
@@ -16,7 +15,9 @@ from django.utils import timezone
 from accounts.models import User
 from tests.integrations.oauth_helpers import (
     CODE,
+    another_browser,
     callback,
+    hand_session_to,
     logged_in,
     pending_states,
     register_success,
@@ -107,11 +108,7 @@ def test_replayed_state_is_refused_without_token_call(alice: User, mocked: respo
 
 def _bob_takes_over_the_session(client: Client, alice: User, bob: User) -> Client:
     # Same browser session, but by the time the reply arrives it is bob's: user binding.
-    session = client.session
-    session[SESSION_KEY] = str(bob.pk)
-    session[HASH_SESSION_KEY] = bob.get_session_auth_hash()
-    session.save()
-    return client
+    return hand_session_to(client, bob)
 
 
 def _bob_logs_in(client: Client, alice: User, bob: User) -> Client:
@@ -121,7 +118,7 @@ def _bob_logs_in(client: Client, alice: User, bob: User) -> Client:
 
 
 def _another_browser(client: Client, alice: User, bob: User) -> Client:
-    return logged_in(alice)
+    return another_browser(client)
 
 
 Switch = Callable[[Client, User, User], Client]

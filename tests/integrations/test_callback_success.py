@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from integrations.models import Actor, ConnectionEvent, ConnectionStatus, EventKind, JiraConnection, JiraSite
-from tests.conftest import ME_URL, RESOURCES_URL
+from tests.conftest import ME_URL, RESOURCES_URL, TOKEN_URL
 from tests.integrations.oauth_helpers import (
     ACCESS_TOKEN,
     ACCOUNT_ID,
@@ -103,6 +103,18 @@ def test_code_exchange_sends_the_documented_json_body(alice: User, mocked: respo
     reads = [call.request for call in mocked.calls if call.request.url in (RESOURCES_URL, ME_URL)]
     assert sorted(r.url for r in reads) == [ME_URL, RESOURCES_URL]
     assert all(r.headers["Authorization"] == f"Bearer {ACCESS_TOKEN}" for r in reads)
+
+
+def test_every_call_of_the_connect_flow_is_sent_with_the_configured_timeout(
+    alice: User, mocked: responses.RequestsMock, settings: Any
+) -> None:
+    # Not the default: a hard-coded (5, 20) must not pass for reading the setting.
+    settings.ATLASSIAN_TIMEOUT = (1.5, 7.5)
+
+    connect(logged_in(alice), mocked)
+
+    sent = sorted((call.request.url, call.request.req_kwargs["timeout"]) for call in mocked.calls)
+    assert sent == [(ME_URL, (1.5, 7.5)), (RESOURCES_URL, (1.5, 7.5)), (TOKEN_URL, (1.5, 7.5))]
 
 
 def test_no_sites_still_stores_the_connection_with_a_warning(alice: User, mocked: responses.RequestsMock) -> None:

@@ -5,31 +5,36 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from io import StringIO
 from typing import Any
-from unittest import mock
 
 import pytest
 import responses
+from cryptography.fernet import Fernet
+from django.conf import settings
 from django.core import mail
 from django.core.handlers.wsgi import WSGIRequest
+from django.core.management import call_command
 from django.core.signals import got_request_exception
 from django.test import Client, override_settings
-from django.utils import timezone
 from django.views.debug import ExceptionReporter
 
 from accounts.models import User
-from integrations.models import JiraConnection
+from integrations.models import ConnectionStatus, JiraConnection
 from tests.conftest import TOKEN_URL
 from tests.integrations.oauth_helpers import (
     ACCESS_TOKEN,
+    CALLBACK_PATH,
     CODE,
-    READ_FAILURES,
-    TOKEN_FAILURES,
-    Failure,
+    FAILED_CALLBACKS,
+    ROTATED_ACCESS_TOKEN,
+    ROTATED_REFRESH_TOKEN,
+    SITE_A,
+    SITE_B,
+    SITE_C,
+    Scenario,
     callback,
     connect,
-    connect_failing,
     everything_logged,
     logged_in,
     register_success,
@@ -37,12 +42,20 @@ from tests.integrations.oauth_helpers import (
     start_flow,
     token_reply,
 )
+from tests.integrations.test_token_field import tamper
 
 Path = Callable[[Client, responses.RequestsMock], list[bytes]]
+ADMIN_CONNECTIONS = "/admin/integrations/jiraconnection/"
 
 
-def _success(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
-    return [connect(client, mocked).content, client.get("/settings/").content]
+def _connected_with(sites: list[dict[str, Any]] | None) -> Path:
+    def path(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
+        return [connect(client, mocked, sites=sites).content, client.get("/settings/").content]
+
+    return path
+
+
+_success = _connected_with(None)
 
 
 def _reconnect_then_disconnect(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
@@ -57,9 +70,9 @@ def _reconnect_then_disconnect(client: Client, mocked: responses.RequestsMock) -
     return pages
 
 
-def _failing(failure: Failure) -> Path:
+def _page_of(scenario: Scenario) -> Path:
     def path(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
-        return [connect_failing(client, mocked, failure).content]
+        return [scenario(client, mocked).content]
 
     return path
 
@@ -70,43 +83,73 @@ def _replayed(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
     return [callback(client, code=CODE, state=state).content, callback(client, code=CODE, state=state).content]
 
 
-def _wrong_state(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
-    start_flow(client)
-    return [callback(client, code=CODE, state="forged").content, callback(client, code=CODE).content]
+def _atlassian_reports(error: str, description: str) -> Path:
+    """Atlassian redirects back with an error; the settings page then shows a message."""
+
+    def path(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
+        query = {"code": CODE, "error": error, "error_description": description, "state": start_flow(client)}
+        return [client.get(CALLBACK_PATH, query, follow=True).content]
+
+    return path
 
 
-def _expired(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
-    state = start_flow(client)
-    with mock.patch("integrations.clock.now", return_value=timezone.now() + timedelta(minutes=11)):
-        return [callback(client, code=CODE, state=state).content]
+def _mail_texts() -> list[bytes]:
+    return [f"{m.subject}\n{m.body}".encode() for m in mail.outbox]
 
 
-def _declined(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
-    state = start_flow(client)
-    response = client.get(
-        "/integrations/jira/callback/",
-        {"code": CODE, "error": "access_denied", "error_description": f"denied {CODE}", "state": state},
-        follow=True,
-    )
-    return [response.content]
+def _staff_refresh_now(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
+    pages = _success(client, mocked)
+    connection = JiraConnection.objects.get()
+    mocked.reset()
+    rotated = token_reply(access_token=ROTATED_ACCESS_TOKEN, refresh_token=ROTATED_REFRESH_TOKEN)
+    mocked.add(responses.POST, TOKEN_URL, json=rotated)
+    staff = logged_in(User.objects.create_superuser("support@example.com", "staff horse battery staple"))
+    action = {"action": "refresh_now", "index": "0", "_selected_action": [str(connection.pk)]}
+    pages.append(staff.post(ADMIN_CONNECTIONS, action, follow=True).content)
+    pages.append(staff.get(f"{ADMIN_CONNECTIONS}{connection.pk}/change/").content)
+    pages.append(staff.get("/admin/integrations/connectionevent/").content)
+    # The path did what it says: the rotated pair went through the code under watch.
+    assert JiraConnection.objects.get().refresh_token == ROTATED_REFRESH_TOKEN
+    return pages
 
 
-def _logged_out(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
-    state = start_flow(client)
-    client.logout()
-    return [callback(client, code=CODE, state=state).content]
+def _rotate_keys(client: Client, mocked: responses.RequestsMock, *, tampered: bool) -> list[bytes]:
+    pages = _success(client, mocked)
+    connection = JiraConnection.objects.get()
+    if tampered:
+        tamper(connection.pk, "refresh_token")
+    out = StringIO()
+    with override_settings(FERNET_KEYS=[Fernet.generate_key().decode(), *settings.FERNET_KEYS]):
+        call_command("rotate_token_keys", stdout=out)
+        stored = JiraConnection.objects.get()
+        pages.append(client.get("/settings/").content)
+    # The path did what it says: read every token, and rotated or flagged this one.
+    assert stored.access_token == ACCESS_TOKEN
+    assert f"unreadable: {int(tampered)}," in out.getvalue()
+    assert stored.status == (ConnectionStatus.NEEDS_RECONNECT if tampered else ConnectionStatus.ACTIVE)
+    return [*pages, out.getvalue().encode(), *_mail_texts()]
+
+
+def _keys_rotated(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
+    return _rotate_keys(client, mocked, tampered=False)
+
+
+def _tampered_token_met_by_rotation(client: Client, mocked: responses.RequestsMock) -> list[bytes]:
+    return _rotate_keys(client, mocked, tampered=True)
 
 
 PATHS: dict[str, Path] = {
     "success": _success,
+    "no-sites": _connected_with([]),
+    "three-sites": _connected_with([SITE_A, SITE_B, SITE_C]),
     "reconnect-toggle-disconnect": _reconnect_then_disconnect,
     "replayed-state": _replayed,
-    "wrong-or-missing-state": _wrong_state,
-    "expired-state": _expired,
-    "declined": _declined,
-    "logged-out": _logged_out,
-    **{f"token-{f.id}": _failing(f) for f in TOKEN_FAILURES},
-    **{f"read-{f.id}": _failing(f) for f in READ_FAILURES},
+    "declined": _atlassian_reports("access_denied", f"denied {CODE}"),
+    "provider-error-script-10kb": _atlassian_reports("server_error", "<script>alert(1)</script> " + "A" * 10_240),
+    **{f"callback-{name}": _page_of(scenario) for name, (scenario, _status) in FAILED_CALLBACKS.items()},
+    "staff-refresh-now": _staff_refresh_now,
+    "keys-rotated": _keys_rotated,
+    "tampered-token": _tampered_token_met_by_rotation,
 }
 
 
@@ -120,6 +163,21 @@ def test_no_secret_in_logs_or_pages(
         pages = path(client, mocked)
 
     watch.assert_clean(*(page.decode() for page in pages))
+
+
+def test_tampered_token_is_logged_by_connection_and_reason_only(
+    alice: User, mocked: responses.RequestsMock, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = logged_in(alice)
+
+    with everything_logged(caplog) as watch:
+        pages = _tampered_token_met_by_rotation(client, mocked)
+
+    watch.assert_clean(*(page.decode() for page in pages))
+    connection = JiraConnection.objects.get()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"Jira connection {connection.pk} needs reconnect: token_unreadable"]
+    assert "unreadable=1" in caplog.text
 
 
 def test_the_leak_watch_sees_a_leak(alice: User, caplog: pytest.LogCaptureFixture) -> None:

@@ -81,6 +81,20 @@ def test_due_connection_is_refreshed_and_the_rotated_pair_stored(
     assert event.detail == {"rotated": True, "version": due.version + 1}
 
 
+def test_refresh_request_is_sent_with_the_configured_timeout(
+    due: JiraConnection, mocked: responses.RequestsMock, settings: Any
+) -> None:
+    # Not the default: a hard-coded (5, 20) must not pass for reading the setting.
+    settings.ATLASSIAN_TIMEOUT = (1.5, 7.5)
+    mocked.post(TOKEN_URL, json=token_reply(1))
+
+    assert refresh(due).outcome == RefreshOutcome.REFRESHED
+
+    assert [(call.request.url, call.request.req_kwargs["timeout"]) for call in mocked.calls] == [
+        (TOKEN_URL, (1.5, 7.5))
+    ]
+
+
 def test_refresh_request_is_json_with_the_refresh_grant_and_client_credentials(
     due: JiraConnection, mocked: responses.RequestsMock
 ) -> None:
