@@ -173,8 +173,10 @@ STEPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("due query (once per run)", (("integrations/services.py", "connections_due"),)),
     ("Fernet decrypt (2 tokens per row read)", (("integrations/fields.py", "from_db_value"),)),
     ("Fernet encrypt (2 tokens per write)", (("fernet_fields/fields.py", "get_db_prep_save"),)),
-    ("SQL compilation (Django ORM)", (("django/db/models/sql/compiler.py", "as_sql"),)),
-    ("  of which building the WHERE clauses (Q objects)", (("django/db/models/sql/query.py", "add_q"),)),
+    # Two separate ORM costs: filter() turning Q objects into a WHERE tree, then the
+    # compiler turning the tree into SQL text.
+    ("ORM: building querysets (filter(), Q objects)", (("django/db/models/sql/query.py", "add_q"),)),
+    ("ORM: compiling them to SQL", (("django/db/models/sql/compiler.py", "as_sql"),)),
     ("Django DB execute (driver, wire)", (("django/db/backends/utils.py", "execute"),)),
     ("  of which psycopg client-side binding", (("psycopg/_queries.py", "convert"),)),
     ("requests Session.request", (("requests/sessions.py", "request"),)),
@@ -268,7 +270,8 @@ def profile(sandbox: SandboxProcess, *, refreshes: int = PROFILE_REFRESHES) -> d
         layer = _layer(filename, function)
         layers[layer] = layers.get(layer, 0.0) + tottime
     top = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)[:20]
-    statements = Counter(q["sql"].split(None, 1)[0].upper() for q in captured.captured_queries)
+    # The due query is a UNION of parenthesised SELECTs.
+    statements = Counter(q["sql"].lstrip("(").split(None, 1)[0].upper() for q in captured.captured_queries)
     return {
         "refreshes": refreshes,
         "rounds": ROUNDS,
