@@ -9,6 +9,7 @@ and the client secret never reach a log line or an exception message.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import random
 import threading
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import requests
 from django.conf import settings
@@ -138,7 +139,7 @@ class Identity:
     account_id: str
     name: str
     email: str
-    picture: str
+    picture: str  # safe to render as an image source (see _image_url), or ""
 
 
 # --- Transport ------------------------------------------------------------------------
@@ -396,10 +397,31 @@ def _str(item: Mapping[str, Any], key: str) -> str:
     return _clean(value) if isinstance(value, str) else ""
 
 
-def _https(item: Mapping[str, Any], key: str) -> str:
-    """A URL we will render as an image source: https only, anything else is dropped."""
+def _image_url(item: Mapping[str, Any], key: str) -> str:
+    """A URL we will render as an image source, or "".
+
+    https is kept. So is plain http on ATLASSIAN_API_URL's own origin when that origin is
+    loopback: the local sandbox serves its avatars there. Any other scheme (http elsewhere,
+    javascript:, data:) is dropped.
+    """
     value = _str(item, key)
-    return value if value.startswith("https://") else ""
+    if value.startswith("https://"):
+        return value
+    api = urlsplit(settings.ATLASSIAN_API_URL)
+    # A prefix match up to the "/" that ends the authority: parsing `value` instead could
+    # disagree with the browser's parser (userinfo, backslashes) about which host it names.
+    if api.scheme == "http" and _loopback(api.hostname) and value.startswith(f"http://{api.netloc}/"):
+        return value
+    return ""
+
+
+def _loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _obj(value: Any) -> Mapping[str, Any]:
@@ -431,7 +453,7 @@ def accessible_resources(*, access_token: str) -> list[Site]:
             )
         else:
             sites[cloud_id] = Site(
-                cloud_id, _str(item, "name")[:255], url[:500], _https(item, "avatarUrl")[:1000], scopes
+                cloud_id, _str(item, "name")[:255], url[:500], _image_url(item, "avatarUrl")[:1000], scopes
             )
     return sorted(sites.values(), key=lambda s: (s.name.lower(), s.url))
 
@@ -445,7 +467,7 @@ def me(*, access_token: str) -> Identity:
         account_id=_str(body, "account_id")[:128],
         name=(_str(body, "name") or _str(body, "nickname"))[:255],
         email=_str(body, "email")[:254],
-        picture=_https(body, "picture")[:1000],
+        picture=_image_url(body, "picture")[:1000],
     )
 
 

@@ -149,7 +149,7 @@ def connection_create_from_callback(*, user: User, code: str) -> ConnectResult:
     profile = {
         "account_name": identity.name,
         "account_email": identity.email,
-        "account_avatar_url": identity.picture if identity.picture.startswith("https://") else "",
+        "account_avatar_url": identity.picture,
     }
     with transaction.atomic():
         existing = (

@@ -19,6 +19,7 @@ from sandbox.state import Grant, State
 UNAUTHORIZED = {"code": 401, "message": "Unauthorized"}
 SCOPE_MISMATCH = {"code": 401, "message": "Unauthorized; scope does not match"}
 SITE_NOT_FOUND = {"errorMessages": ["Site not found"]}
+NOT_FOUND = {"errorMessages": ["Not found"]}
 LEGACY_SEARCH_GONE = {
     "errorMessages": [
         "The requested API has been removed. Please migrate to the /rest/api/3/search/jql API. "
@@ -239,7 +240,7 @@ def me(state: State, request: Request) -> Response:
     grant, user = auth
     if "read:me" not in grant.scopes:
         return json_response(401, SCOPE_MISMATCH)
-    return json_response(200, user.me_json())
+    return json_response(200, user.me_json(request.origin))
 
 
 def _jira_access(state: State, request: Request, cloud_id: str, scope: str) -> tuple[Grant, User, Site] | Response:
@@ -265,7 +266,7 @@ def jira_myself(state: State, request: Request, cloud_id: str) -> Response:
     if isinstance(access, Response):
         return access
     _grant, user, site = access
-    return json_response(200, user.jira_user_json(site))
+    return json_response(200, user.jira_user_json(site, request.origin))
 
 
 def jira_search_legacy(state: State, request: Request, cloud_id: str) -> Response:
@@ -302,7 +303,7 @@ def _field_list(raw: Any) -> list[str] | None:
     return names or None
 
 
-def _render_issue(issue: Issue, fields: list[str] | None) -> dict[str, Any]:
+def _render_issue(state: State, issue: Issue, fields: list[str] | None, origin: str) -> dict[str, Any]:
     if fields is None:
         return {"id": str(issue.id)}
     wanted = {f for f in fields if not f.startswith("-")}
@@ -311,6 +312,11 @@ def _render_issue(issue: Issue, fields: list[str] | None) -> dict[str, Any]:
         selected = {k: v for k, v in issue.fields.items() if k not in excluded}
     else:
         selected = {k: v for k, v in issue.fields.items() if k in wanted and k not in excluded}
+    site = state.sites[issue.site_id]
+    for role in ("assignee", "reporter"):
+        person = selected.get(role)
+        if person:
+            selected[role] = state.accounts[person["accountId"]].jira_user_json(site, origin)
     return {
         "id": str(issue.id),
         "key": issue.key,
@@ -357,7 +363,7 @@ def jira_search(state: State, request: Request, cloud_id: str) -> Response:
     fields = _field_list(fields_raw)
     page = matches[offset : offset + max_results]
     is_last = offset + max_results >= len(matches)
-    payload: dict[str, Any] = {"issues": [_render_issue(i, fields) for i in page]}
+    payload: dict[str, Any] = {"issues": [_render_issue(state, i, fields, request.origin) for i in page]}
     if not is_last:
         payload["nextPageToken"] = _page_token(offset + max_results, fingerprint)
     payload["isLast"] = is_last
@@ -366,6 +372,16 @@ def jira_search(state: State, request: Request, cloud_id: str) -> Response:
         # Ascii JSON so that the header stays latin-1 encodable whatever the JQL held.
         headers.append(("X-Sandbox-Jql-Ignored", json.dumps(query.ignored)))
     return json_response(200, payload, headers)
+
+
+# ---- avatars --------------------------------------------------------------------------
+def avatar(state: State, request: Request, name: str) -> Response:
+    """The image /me's `picture` points at, so that the portal shows one offline too."""
+    user = state.user_with_avatar(name)
+    if user is None:
+        return json_response(404, NOT_FOUND)
+    # Drawn from the account's name alone: the same bytes every time, so cacheable.
+    return Response(200, pages.avatar_svg(user).encode(), "image/svg+xml", [("Cache-Control", "public, max-age=86400")])
 
 
 # ---- /_sandbox/ controls -------------------------------------------------------------
@@ -469,7 +485,7 @@ def control_refreshes(state: State, request: Request) -> Response:
 
 def control_seed(state: State, request: Request) -> Response:
     users = [
-        {**u.me_json(), "site_ids": list(u.site_ids), "jira_email_visible": u.email_visible_in_jira}
+        {**u.me_json(request.origin), "site_ids": list(u.site_ids), "jira_email_visible": u.email_visible_in_jira}
         for u in state.seed_users.values()
     ]
     sites = [

@@ -15,6 +15,8 @@ class Request:
     query: dict[str, list[str]]
     headers: Message
     body: bytes
+    # scheme://host:port the client called (its Host header), for URLs back to this sandbox.
+    origin: str
 
     def first(self, name: str) -> str | None:
         values = self.query.get(name)

@@ -1,7 +1,9 @@
-"""HTML of the consent and error pages. Every interpolated value goes through html.escape."""
+"""HTML of the consent and error pages, and the avatar SVGs. Every interpolated value goes
+through html.escape."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from html import escape
 
@@ -80,3 +82,15 @@ def error_page(message: str) -> str:
 <p>The app's request was refused by the authorization server; you were not sent back to the app.</p>
 """
     return _page("Error - Atlassian sandbox", body)
+
+
+def avatar_svg(user: User) -> str:
+    """A coloured circle with the user's initials; the hue follows from the avatar's name."""
+    hue = int.from_bytes(hashlib.sha256(user.avatar.encode()).digest()[:2]) % 360
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="48" height="48" viewBox="0 0 48 48">'
+        f'<circle cx="24" cy="24" r="24" fill="hsl({hue}, 55%, 42%)"/>'
+        '<text x="24" y="24" dy=".35em" text-anchor="middle" fill="#fff" '
+        f'font-family="system-ui, sans-serif" font-size="19" font-weight="600">{escape(user.initials)}</text>'
+        "</svg>\n"
+    )

@@ -20,7 +20,8 @@ class User:
     name: str
     email: str
     nickname: str
-    picture: str
+    # The /avatars/<avatar>.svg image the sandbox draws for this user.
+    avatar: str
     zoneinfo: str
     locale: str
     site_ids: tuple[str, ...]
@@ -30,12 +31,20 @@ class User:
     # Jira hides the address of users who chose so; /myself then carries emailAddress null.
     email_visible_in_jira: bool = True
 
-    def me_json(self) -> dict[str, Any]:
+    @property
+    def initials(self) -> str:
+        return "".join(word[0] for word in self.name.split()[:2]).upper()
+
+    def picture(self, origin: str) -> str:
+        """The avatar URL on the sandbox's own origin (it serves the image: see avatar_svg)."""
+        return f"{origin}/avatars/{self.avatar}.svg"
+
+    def me_json(self, origin: str) -> dict[str, Any]:
         return {
             "account_id": self.account_id,
             "email": self.email,
             "name": self.name,
-            "picture": self.picture,
+            "picture": self.picture(origin),
             "account_status": "active",
             "nickname": self.nickname,
             "zoneinfo": self.zoneinfo,
@@ -48,16 +57,17 @@ class User:
             },
         }
 
-    def avatar_urls(self) -> dict[str, str]:
-        return {size: f"{self.picture}?s={size.split('x')[0]}" for size in ("48x48", "24x24", "16x16", "32x32")}
+    def avatar_urls(self, origin: str) -> dict[str, str]:
+        picture = self.picture(origin)
+        return {size: f"{picture}?s={size.split('x')[0]}" for size in ("48x48", "24x24", "16x16", "32x32")}
 
-    def jira_user_json(self, site: Site) -> dict[str, Any]:
+    def jira_user_json(self, site: Site, origin: str) -> dict[str, Any]:
         return {
             "self": f"{API_BASE}/ex/jira/{site.cloud_id}/rest/api/3/user?accountId={self.account_id}",
             "accountId": self.account_id,
             "accountType": "atlassian",
             "emailAddress": self.email if self.email_visible_in_jira else None,
-            "avatarUrls": self.avatar_urls(),
+            "avatarUrls": self.avatar_urls(origin),
             "displayName": self.name,
             "active": True,
             "timeZone": self.zoneinfo,
@@ -123,7 +133,7 @@ USERS: tuple[User, ...] = (
         name="Ada Lovelace",
         email="ada@example.com",
         nickname="ada",
-        picture="https://avatar.example/ada.png",
+        avatar="ada",
         zoneinfo="Europe/London",
         locale="en-GB",
         site_ids=(ACME, GLOBEX, INITECH),
@@ -136,7 +146,7 @@ USERS: tuple[User, ...] = (
         name="Grace Hopper",
         email="grace@example.com",
         nickname="grace",
-        picture="https://avatar.example/grace.png",
+        avatar="grace",
         zoneinfo="America/New_York",
         locale="en-US",
         site_ids=(ACME,),
@@ -149,7 +159,7 @@ USERS: tuple[User, ...] = (
         name="Alan Turing",
         email="alan@example.com",
         nickname="alan",
-        picture="https://avatar.example/alan.png",
+        avatar="alan",
         zoneinfo="Europe/London",
         locale="en-GB",
         site_ids=(ACME, GLOBEX),
@@ -253,8 +263,9 @@ def build_issues() -> dict[str, list[Issue]]:
             updated = (_BASE_TIME - timedelta(minutes=minutes[n - 1])).timestamp()
             created = updated - rng.randrange(1, 90) * 86_400 - rng.randrange(0, 86_400)
             assignee_id = _assignee_for(n, site)
-            assignee = users[assignee_id].jira_user_json(site) if assignee_id else None
-            reporter = users[ADA].jira_user_json(site)
+            # Their avatar URLs are drawn again per answer, on the origin the client called.
+            assignee = users[assignee_id].jira_user_json(site, API_BASE) if assignee_id else None
+            reporter = users[ADA].jira_user_json(site, API_BASE)
             fields: dict[str, Any] = {
                 "summary": f"{_VERBS[rng.randrange(len(_VERBS))]} {_THINGS[rng.randrange(len(_THINGS))]}",
                 "status": {

@@ -31,6 +31,9 @@ __all__ = ["Sandbox", "SandboxConfig", "State"]
 
 MAX_BODY = 10 * 1024 * 1024
 _JIRA = re.compile(r"^/ex/jira/(?P<cloud>[^/]+)/rest/api/3/(?P<rest>.+?)/?$")
+_AVATAR = re.compile(r"^/avatars/(?P<avatar>[A-Za-z0-9_-]+)\.svg$")
+# A Host header worth echoing into URLs: a name or IPv4 or [IPv6] address, and a port.
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def _fixed(response: Response) -> endpoints.Handler:
     return handler
 
 
-_NOT_FOUND = _fixed(json_response(404, {"errorMessages": ["Not found"]}))
+_NOT_FOUND = _fixed(json_response(404, endpoints.NOT_FOUND))
 _METHOD_NOT_ALLOWED = _fixed(json_response(405, {"errorMessages": ["Method not allowed"]}))
 
 
@@ -80,6 +83,12 @@ def resolve(method: str, path: str) -> Route:
     jira = _JIRA.match(path)
     if jira:
         return _jira_route(method, jira["cloud"], jira["rest"])
+    avatar = _AVATAR.match(path)
+    if avatar:
+        # Not an Atlassian API call: like the controls, never faulted or counted.
+        if method != "GET":
+            return Route(None, _METHOD_NOT_ALLOWED)
+        return Route(None, lambda s, r: endpoints.avatar(s, r, avatar["avatar"]))
     control = endpoints.CONTROLS.get(path.rstrip("/"))
     if control:
         methods, handler = control
@@ -213,7 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(json_response(413, {"errorMessages": ["Request body too large or malformed"]}))
             return
         split = urlsplit(self.path)
-        request = Request(method, split.path, parse_qs(split.query, keep_blank_values=True), self.headers, body)
+        host = self.headers.get("Host") or ""
+        origin = f"http://{host}" if _HOST.fullmatch(host) else sandbox.url
+        query = parse_qs(split.query, keep_blank_values=True)
+        request = Request(method, split.path, query, self.headers, body, origin)
         route = resolve(method, split.path)
         decision = state.begin_request(route.endpoint) if route.endpoint else None
         if decision is not None:

@@ -265,7 +265,7 @@ class State:
             name=f"Bench User {account_id.rsplit(':', 1)[-1]}",
             email=f"{slug}@example.com",
             nickname=slug,
-            picture=f"https://avatar.example/{slug}.png",
+            avatar=slug,
             zoneinfo="UTC",
             locale="en-US",
             site_ids=template.site_ids,
@@ -338,6 +338,10 @@ class State:
             if grant is None or not self._grant_alive(grant, now):
                 return None
             return grant, self.accounts[grant.account_id]
+
+    def user_with_avatar(self, avatar: str) -> User | None:
+        with self.lock:
+            return next((u for u in self.accounts.values() if u.avatar == avatar), None)
 
     # ---- internals (lock held) ---------------------------------------------------------
     def _dead_answer(self) -> TokenAnswer:

@@ -7,6 +7,7 @@ on SQLite and PostgreSQL alike: live_server uses the test database (transactiona
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -134,6 +135,15 @@ class Journey:
         self.seen_html.append(self.page.content())
         self.page.screenshot(path=str(self.folder / f"{self.steps:02d}-{step}.png"), full_page=True)
 
+    def assert_avatar_loaded(self, account: Any) -> None:
+        """The account's <img> was fetched and decoded: no broken-image placeholder."""
+        from playwright.sync_api import expect
+
+        image = account.locator("img")
+        expect(image).to_have_attribute("src", re.compile(r"/avatars/[a-z0-9-]+\.svg$"))
+        self.page.wait_for_load_state("load")
+        assert image.evaluate("img => img.complete && img.naturalWidth > 0"), image.get_attribute("src")
+
     def snapshot_database(self, moment: str) -> None:
         """Every raw column of the integration tables, as stored now (tokens included)."""
         self.database[moment] = off_the_browser_thread(raw_rows)
@@ -190,7 +200,7 @@ def journey(
 
             def offline(route: Any) -> None:
                 # The suite must pass without a network: anything but the two local servers
-                # (e.g. the seed's avatar URLs) is refused, never fetched.
+                # (e.g. an https avatar of the real Atlassian) is refused, never fetched.
                 if urlsplit(route.request.url).hostname in ("localhost", "127.0.0.1"):
                     route.continue_()
                 else:

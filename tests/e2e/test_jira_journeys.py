@@ -59,12 +59,15 @@ def test_sign_up_connect_browse_issues_and_disconnect(journey: Journey) -> None:
     expect(card.locator("table.sites tbody tr")).to_have_count(len(SITES))
     for name in SITE_NAMES:
         expect(card.locator("table.sites")).to_contain_text(f"https://{name}.atlassian.net")
+    # Offline too: the sandbox serves the avatar its /me names, and the portal keeps it.
+    journey.assert_avatar_loaded(card.locator(".account"))
     journey.shot("connected")
     journey.snapshot_database("connected")
 
     page.get_by_role("link", name="My Jira").click()
     page.wait_for_url(journey.portal.url + "/jira/")
     expect(page.locator("td.key").first).to_be_visible()
+    journey.assert_avatar_loaded(page.locator(".my-jira-connection .account"))
     journey.shot("my-jira")
     shown = [key.strip() for key in page.locator("td.key").all_inner_texts()]
     for project, expected in ada_open_issue_keys().items():
@@ -84,6 +87,7 @@ def test_sign_up_connect_browse_issues_and_disconnect(journey: Journey) -> None:
     journey.shot("disconnected")
     assert connections_of("ada.portal@example.com") == []
     journey.assert_no_issued_secret_leaked()
+    assert journey.blocked == [], "the journey needed the network"
 
 
 def test_declining_consent_leaves_no_connection(journey: Journey) -> None:

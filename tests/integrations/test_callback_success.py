@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 from unittest import mock
 
+import pytest
 import responses
 from cryptography.fernet import Fernet
 from django.conf import settings
@@ -25,12 +26,16 @@ from tests.integrations.oauth_helpers import (
     SITE_A,
     SITE_B,
     SITE_C,
+    callback,
     connect,
     logged_in,
     me_reply,
+    start_flow,
     token_calls,
     token_reply,
 )
+
+SANDBOX = "http://127.0.0.1:8001"
 
 
 def _messages(client: Client) -> str:
@@ -238,10 +243,67 @@ def test_tokens_are_encrypted_in_the_database_column(alice: User, mocked: respon
         assert Fernet(settings.FERNET_KEYS[0]).decrypt(raw).decode() == token
 
 
-def test_a_non_https_avatar_is_not_stored(alice: User, mocked: responses.RequestsMock) -> None:
-    connect(logged_in(alice), mocked, me={**me_reply(), "picture": "javascript:alert(1)"})
+@pytest.mark.parametrize(
+    "picture",
+    [
+        "javascript:alert(1)",
+        "data:image/svg+xml;base64,PHN2Zy8+",
+        "http://avatar.example/alice.png",
+        # The local sandbox's origin, while the portal talks to the real Atlassian.
+        f"{SANDBOX}/avatars/ada.svg",
+    ],
+)
+def test_a_non_https_avatar_is_not_stored(alice: User, mocked: responses.RequestsMock, picture: str) -> None:
+    connect(logged_in(alice), mocked, me={**me_reply(), "picture": picture})
 
     assert JiraConnection.objects.get().account_avatar_url == ""
+
+
+def _connect_to_sandbox(client: Client, mocked: responses.RequestsMock, *, picture: str, site_avatar: str) -> None:
+    """One whole flow with ATLASSIAN_API_URL on the local sandbox (http, loopback)."""
+    mocked.add(responses.POST, TOKEN_URL, json=token_reply())
+    mocked.add(
+        responses.GET, f"{SANDBOX}/oauth/token/accessible-resources", json=[{**SITE_A, "avatarUrl": site_avatar}]
+    )
+    mocked.add(responses.GET, f"{SANDBOX}/me", json={**me_reply(), "picture": picture})
+    assert callback(client, code=CODE, state=start_flow(client)).status_code == 302
+
+
+def test_an_http_avatar_on_the_local_sandbox_origin_is_kept(
+    alice: User, mocked: responses.RequestsMock, settings: Any
+) -> None:
+    settings.ATLASSIAN_API_URL = SANDBOX
+    _connect_to_sandbox(
+        logged_in(alice), mocked, picture=f"{SANDBOX}/avatars/ada.svg", site_avatar=f"{SANDBOX}/avatars/acme.svg"
+    )
+
+    assert JiraConnection.objects.get().account_avatar_url == f"{SANDBOX}/avatars/ada.svg"
+    assert JiraSite.objects.get().avatar_url == f"{SANDBOX}/avatars/acme.svg"
+
+
+@pytest.mark.parametrize(
+    "picture",
+    [
+        "http://avatar.example/ada.png",
+        "http://127.0.0.1:8002/avatars/ada.svg",
+        "http://localhost:8001/avatars/ada.svg",
+        "http://127.0.0.1:80010/avatars/ada.svg",
+        "http://127.0.0.1:8001",
+        # Userinfo tricks: a browser loads both from evil.example.
+        "http://evil.example\\@127.0.0.1:8001/ada.svg",
+        "http://127.0.0.1:8001@evil.example/ada.svg",
+        "javascript:alert(1)",
+        "data:image/svg+xml;base64,PHN2Zy8+",
+    ],
+)
+def test_with_the_sandbox_other_non_https_avatars_are_still_dropped(
+    alice: User, mocked: responses.RequestsMock, settings: Any, picture: str
+) -> None:
+    settings.ATLASSIAN_API_URL = SANDBOX
+    _connect_to_sandbox(logged_in(alice), mocked, picture=picture, site_avatar=picture)
+
+    assert JiraConnection.objects.get().account_avatar_url == ""
+    assert JiraSite.objects.get().avatar_url == ""
 
 
 def test_nul_characters_in_provider_text_are_dropped_and_the_connection_is_stored(

@@ -53,7 +53,7 @@ def test_me_returns_the_profile(client: SandboxClient, ada: str) -> None:
         "account_id": ADA,
         "email": "ada@example.com",
         "name": "Ada Lovelace",
-        "picture": "https://avatar.example/ada.png",
+        "picture": f"{client.base_url}/avatars/ada.svg",
         "account_status": "active",
         "nickname": "ada",
         "zoneinfo": "Europe/London",
