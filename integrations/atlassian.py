@@ -9,7 +9,6 @@ and the client secret never reach a log line or an exception message.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import random
 import threading
@@ -26,6 +25,7 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
 from integrations import clock
+from jiraconnect.hosts import is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -410,18 +410,9 @@ def _image_url(item: Mapping[str, Any], key: str) -> str:
     api = urlsplit(settings.ATLASSIAN_API_URL)
     # A prefix match up to the "/" that ends the authority: parsing `value` instead could
     # disagree with the browser's parser (userinfo, backslashes) about which host it names.
-    if api.scheme == "http" and _loopback(api.hostname) and value.startswith(f"http://{api.netloc}/"):
+    if api.scheme == "http" and is_loopback(api.hostname) and value.startswith(f"http://{api.netloc}/"):
         return value
     return ""
-
-
-def _loopback(host: str | None) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host or "").is_loopback
-    except ValueError:
-        return False
 
 
 def _obj(value: Any) -> Mapping[str, Any]:

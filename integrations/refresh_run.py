@@ -97,8 +97,10 @@ class DueConnection:
     reason: str
 
 
-def missing_settings() -> list[str]:
-    return [name for name in REQUIRED_SETTINGS if not getattr(settings, name, "")]
+def configuration_problem() -> str | None:
+    """Why a run could not start (missing client credentials), or None."""
+    missing = [name for name in REQUIRED_SETTINGS if not getattr(settings, name, "")]
+    return f"{' and '.join(missing)} not set: Jira is not configured." if missing else None
 
 
 def _due_ids(options: RunOptions, *, now: datetime) -> list[int]:
@@ -227,9 +229,9 @@ def refresh_due(options: RunOptions, *, progress: Progress | None = None) -> Run
     credentials); the summary then carries the cause and exit_code 2.
     """
     started = time.monotonic()
-    missing = missing_settings()
-    if missing:
-        return RunSummary(configuration_error=f"{' and '.join(missing)} not set: Jira is not configured.")
+    problem = configuration_problem()
+    if problem is not None:
+        return RunSummary(configuration_error=problem)
     batch = _Batch(_due_ids(options, now=clock.now()), options=options, progress=progress)
     workers = max(1, min(options.concurrency, batch.total))
     if workers == 1:

@@ -404,7 +404,7 @@ def _claim(*, connection_id: int, claim: uuid.UUID, ignore_backoff: bool, due: Q
         # run costs this one a single UPDATE that matches nothing, not claim-read-release.
         rows = rows.filter(due)
     if not ignore_backoff:
-        rows = rows.filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        rows = rows.filter(_not_backing_off(now=now))
     if _single_flight_enabled():
         rows = rows.filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
     return rows.update(claim_id=claim, claimed_until=now + CLAIM_LEASE) == 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import ipaddress
 import math
 import os
 import re
@@ -22,6 +21,8 @@ from urllib.parse import urlsplit
 import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from jiraconnect.hosts import is_loopback
 
 django_stubs_ext.monkeypatch()
 
@@ -82,15 +83,6 @@ def _seconds(name: str, default: float) -> float:
     return _number(name, default, float, lambda s: math.isfinite(s) and s > 0, "a positive number of seconds")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def endpoint_url(name: str, value: str) -> str:
     """Accept https URLs, or plain http to a loopback host (tests, local sandbox)."""
     parts = urlsplit(value)
@@ -107,7 +99,7 @@ def endpoint_url(name: str, value: str) -> str:
     bare = not parts.query and not parts.fragment
     if bare and parts.scheme == "https" and host:
         return value.rstrip("/")
-    if bare and parts.scheme == "http" and _is_loopback(host):
+    if bare and parts.scheme == "http" and is_loopback(host):
         return value.rstrip("/")
     raise ImproperlyConfigured(
         f"{name} must be an https:// URL (plain http only to 127.0.0.1, localhost or ::1), not {value!r}."

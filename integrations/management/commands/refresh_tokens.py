@@ -86,10 +86,10 @@ class Command(BaseCommand):
         )
         if options["dry_run"]:
             self._dry_run(run_options, as_json=options["json"])
-            missing = refresh_run.missing_settings()
-            if missing:
+            problem = refresh_run.configuration_problem()
+            if problem is not None:
                 # The list is still worth reading; the run it previews would stop at once.
-                self.stderr.write(f"Configuration error: {' and '.join(missing)} not set: Jira is not configured.")
+                self.stderr.write(f"Configuration error: {problem}")
                 raise SystemExit(2)
             return
         self._started = time.monotonic()
