@@ -111,16 +111,29 @@ def test_print_env_gives_other_commands_the_sandbox_settings(
 
 
 # ---- the real thing, as `make run` starts it ------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: every probe stays bound until all are picked."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def answering(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def healthy(base_url: str) -> bool:
+    try:
+        return requests.get(f"{base_url}/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 def children_of(pid: int) -> list[int]:
@@ -164,7 +177,7 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def running(clean_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Path]]:
-    port, sandbox_port = free_port(), free_port()
+    port, sandbox_port = free_ports(2)
     log = tmp_path / "run.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -188,7 +201,8 @@ def test_make_run_serves_portal_against_sandbox_and_ctrl_c_stops_everything(
     process, port, sandbox_port, log = running
     portal = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT
-    while not answering(port):
+    # Healthy, not merely accepting: runserver's autoreloader may still be settling.
+    while not healthy(portal):
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, f"portal did not start:\n{log.read_text()}"
         time.sleep(0.1)  # waiting for another process to bind, not passing time for the code under test
@@ -204,7 +218,7 @@ def test_make_run_serves_portal_against_sandbox_and_ctrl_c_stops_everything(
     browser = requests.Session()
     signup = browser.get(f"{portal}/accounts/signup/", timeout=10)
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', signup.text)
-    assert token is not None
+    assert token is not None, f"HTTP {signup.status_code}: {signup.text[:500]}\n{log.read_text()}"
     password = "Zebra-Lamp-Orbit-77"
     created = browser.post(
         f"{portal}/accounts/signup/",
