@@ -5,7 +5,7 @@ must stay cheap as the table grows: the due query reads the partial indexes
 conn_due_expiry_idx / conn_due_idle_idx (rows not needing reconnect), not the table.
 Measured: the process wall time (what cron pays, Python and Django start-up included),
 the command's own elapsed time, and EXPLAIN (ANALYZE, BUFFERS) of the due query's SQL
-as services.connections_due sends it.
+as lifecycle.due.connections_due sends it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from bench import seed
 from bench.harness import Outcome, Row, analyze, manage, median
-from integrations import services
+from integrations.lifecycle.due import connections_due
 from integrations.models import ConnectionStatus, JiraConnection
 
 CONNECTIONS = 100_000
@@ -77,7 +77,7 @@ def due_query_plan() -> tuple[str, str]:
     # A full query log (the connection keeps the last 9,000) would leave the capture empty.
     reset_queries()
     with CaptureQueriesContext(db_connection) as captured:
-        due = services.connections_due(now=timezone.now())
+        due = connections_due(now=timezone.now())
     if due:
         raise AssertionError(f"{len(due)} connections are due; the idle benchmark expects none")
     sql = captured.captured_queries[-1]["sql"]

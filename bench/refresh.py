@@ -32,9 +32,9 @@ from django.utils import timezone
 
 from bench import seed
 from bench.harness import CommandRun, Outcome, Row, SandboxProcess, analyze, manage, manage_parallel
-from integrations import refresh_run
+from integrations.lifecycle import run as refresh_run
+from integrations.lifecycle.refresh import RefreshOutcome
 from integrations.models import ConnectionEvent, JiraConnection
-from integrations.services import RefreshOutcome
 
 LATENCY_MS = 100
 CONNECTIONS = 10_000
@@ -165,12 +165,12 @@ def recommend(sweep: Sequence[dict[str, Any]]) -> int:
 
 # (label, [(file suffix, function name), ...]): cumulative CPU per refresh of each step.
 STEPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("claim UPDATE", (("integrations/services.py", "_claim"),)),
-    ("token call (HTTP + JSON + TokenSet)", (("integrations/services.py", "_call_refresh"),)),
-    ("store rotated pair: CAS UPDATE", (("integrations/services.py", "_update_surviving_outage"),)),
-    ("audit event INSERT", (("integrations/services.py", "event_record"),)),
+    ("claim UPDATE", (("integrations/lifecycle/refresh.py", "_claim"),)),
+    ("token call (HTTP + JSON + TokenSet)", (("integrations/lifecycle/refresh.py", "_call_refresh"),)),
+    ("store rotated pair: CAS UPDATE", (("integrations/lifecycle/refresh.py", "_update_surviving_outage"),)),
+    ("audit event INSERT", (("integrations/lifecycle/events.py", "event_record"),)),
     ("connection read: SELECT (tokens decrypted)", (("django/db/models/query.py", "get"),)),
-    ("due query (once per run)", (("integrations/services.py", "connections_due"),)),
+    ("due query (once per run)", (("integrations/lifecycle/due.py", "connections_due"),)),
     ("Fernet decrypt (2 tokens per row read)", (("integrations/fields.py", "from_db_value"),)),
     ("Fernet encrypt (2 tokens per write)", (("fernet_fields/fields.py", "get_db_prep_save"),)),
     # Two separate ORM costs: filter() turning Q objects into a WHERE tree, then the

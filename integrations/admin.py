@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -23,15 +23,13 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from accounts.models import User
-from integrations import clock, services
-from integrations.models import (
-    CONSENT_LIFETIME,
-    Actor,
-    ConnectionEvent,
-    EventKind,
-    JiraConnection,
-    JiraSite,
-)
+from integrations import clock
+from integrations.lifecycle.config import ConfigurationError
+from integrations.lifecycle.connect import connection_disconnect
+from integrations.lifecycle.due import DEFAULT_RULE
+from integrations.lifecycle.refresh import RefreshOutcome, RefreshResult, connection_refresh_now
+from integrations.lifecycle.status import connection_mark_needs_reconnect
+from integrations.models import CONSENT_LIFETIME, Actor, ConnectionEvent, JiraConnection, JiraSite
 
 TOKEN_FIELDS = ("access_token", "refresh_token")
 # Never in a form, nor shown: the secrets, and the refresh claim only the services hold.
@@ -53,12 +51,12 @@ def _staff(request: HttpRequest) -> User:
 class AccessTokenExpiryFilter(admin.SimpleListFilter):
     title = "access token expires"
     parameter_name = "expires"
-    windows = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1)}
+    windows = {"1h": timedelta(hours=1)}
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [
             ("expired", "Already expired"),
-            ("15m", "Within 15 minutes"),
+            ("due", "Due for refresh (the refresh_tokens rule)"),
             ("1h", "Within 1 hour"),
             ("unknown", "Unknown"),
         ]
@@ -68,6 +66,8 @@ class AccessTokenExpiryFilter(admin.SimpleListFilter):
         value = self.value()
         if value == "expired":
             return queryset.filter(access_token_expires_at__lte=now)
+        if value == "due":
+            return queryset.filter(DEFAULT_RULE.filter(now=now))
         if value in self.windows:
             return queryset.filter(
                 access_token_expires_at__gt=now, access_token_expires_at__lte=now + self.windows[value]
@@ -275,15 +275,8 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
             return None
         for connection in queryset.order_by("pk"):
             try:
-                result = services.connection_refresh(
-                    connection_id=connection.pk,
-                    force=True,
-                    ignore_backoff=True,
-                    actor=Actor.STAFF,
-                    actor_user=staff,
-                )
-            except services.ConfigurationError as exc:
-                _record_staff_refresh(connection, staff=staff, outcome="configuration_error", message=str(exc))
+                result = connection_refresh_now(connection_id=connection.pk, staff=staff)
+            except ConfigurationError as exc:
                 self.message_user(
                     request,
                     f"Refresh stopped, nothing was changed: {exc} This is the portal's configuration, "
@@ -291,35 +284,34 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
                     messages.ERROR,
                 )
                 break
-            self._report_refresh(request, connection, result, staff=staff)
+            self._report_refresh(request, connection, result)
         return self._back(request, queryset)
 
-    def _report_refresh(
-        self, request: HttpRequest, connection: JiraConnection, result: services.RefreshResult, *, staff: User
-    ) -> None:
-        outcome = services.RefreshOutcome
-        if result.outcome == outcome.REFRESHED:
-            # The service recorded the staff event with the new expiry already.
-            self.message_user(request, f"{connection}: refreshed.", messages.SUCCESS)
-            return
-        # Every other outcome: the service's own event (if any) is the system's; this
-        # one says which staff member asked and what came of it.
-        _record_staff_refresh(connection, staff=staff, outcome=result.outcome.value, message=result.message)
-        if result.outcome == outcome.NEEDS_RECONNECT:
-            self.message_user(request, f"{connection}: needs reconnect. {result.message}", messages.WARNING)
-        elif result.outcome == outcome.TRANSIENT_FAILURE:
-            retry = f" Next automatic try at {result.retry_at:%Y-%m-%d %H:%M} UTC." if result.retry_at else ""
-            self.message_user(request, f"{connection}: not refreshed: {result.message}{retry}", messages.WARNING)
-        elif result.outcome == outcome.GONE:
-            self.message_user(request, f"{connection}: no longer exists.", messages.WARNING)
-        else:
-            self.message_user(request, f"{connection}: another refresh was under way; nothing was done.", messages.INFO)
+    # What staff read after "Refresh now", one message per outcome.
+    REFRESH_REPORTS: ClassVar[dict[RefreshOutcome, tuple[str, int]]] = {
+        RefreshOutcome.REFRESHED: ("refreshed.", messages.SUCCESS),
+        RefreshOutcome.NEEDS_RECONNECT: ("needs reconnect. {message}", messages.WARNING),
+        RefreshOutcome.TRANSIENT_FAILURE: ("not refreshed: {message}{retry}", messages.WARNING),
+        RefreshOutcome.GONE: ("no longer exists.", messages.WARNING),
+        RefreshOutcome.CLAIMED_ELSEWHERE: ("another refresh was under way; nothing was done.", messages.INFO),
+        RefreshOutcome.SUPERSEDED: (
+            "not stored: newer tokens were written meanwhile (a reconnect or another refresh), and they stand.",
+            messages.INFO,
+        ),
+        RefreshOutcome.NOT_DUE: ("nothing was done.", messages.INFO),
+    }
+
+    def _report_refresh(self, request: HttpRequest, connection: JiraConnection, result: RefreshResult) -> None:
+        # The service recorded the staff event for every outcome already.
+        template, level = self.REFRESH_REPORTS[result.outcome]
+        retry = f" Next automatic try at {result.retry_at:%Y-%m-%d %H:%M} UTC." if result.retry_at else ""
+        self.message_user(request, f"{connection}: {template.format(message=result.message, retry=retry)}", level)
 
     @admin.action(description="Mark needs reconnect", permissions=["change"])
     def mark_needs_reconnect(self, request: HttpRequest, queryset: QuerySet[JiraConnection]) -> HttpResponse | None:
         staff = _staff(request)
         for connection in queryset.order_by("pk"):
-            changed = services.connection_mark_needs_reconnect(
+            changed = connection_mark_needs_reconnect(
                 connection_id=connection.pk,
                 reason="staff",
                 message="Support marked this connection for reconnection.",
@@ -339,7 +331,7 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
         staff = _staff(request)
         names = []
         for connection in queryset.order_by("pk"):
-            services.connection_disconnect(connection=connection, actor=Actor.STAFF, actor_user=staff)
+            connection_disconnect(connection=connection, actor=Actor.STAFF, actor_user=staff)
             names.append(str(connection))
         self.message_user(
             request,
@@ -360,17 +352,6 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
             "changelist_url": reverse("admin:integrations_jiraconnection_changelist"),
         }
         return TemplateResponse(request, "admin/integrations/jiraconnection/disconnect_confirmation.html", context)
-
-
-def _record_staff_refresh(connection: JiraConnection, *, staff: User, outcome: str, message: str) -> None:
-    services.event_record(
-        connection=connection,
-        kind=EventKind.STAFF_REFRESH,
-        actor=Actor.STAFF,
-        actor_user=staff,
-        message=f"Refresh now: {outcome.replace('_', ' ')}. {message}".strip(),
-        detail={"outcome": outcome},
-    )
 
 
 # --- History --------------------------------------------------------------------------

@@ -485,7 +485,7 @@ class IssuePage:
 
 
 class TokenProvider:
-    """What JiraClient needs from the connection layer (implemented in services)."""
+    """What JiraClient needs from the connection layer (implemented by lifecycle.access.ConnectionTokens)."""
 
     def access_token(self) -> str:  # pragma: no cover - interface
         raise NotImplementedError

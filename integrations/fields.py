@@ -19,10 +19,6 @@ def current_fernet() -> MultiFernet:
     return _multifernet(tuple(settings.FERNET_KEYS))
 
 
-def primary_fernet() -> Fernet:
-    return Fernet(settings.FERNET_KEYS[0])
-
-
 class TokenField(EncryptedTextField):  # type: ignore[misc]
     """A Fernet-encrypted text column that never raises on read.
 

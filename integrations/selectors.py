@@ -7,8 +7,9 @@ from typing import Any
 from django.db.models import Prefetch, QuerySet
 
 from accounts.models import User
+from integrations.lifecycle.config import jira_configured
+from integrations.lifecycle.connect import CONNECTED_APPS_URL
 from integrations.models import JiraConnection, JiraSite
-from integrations.services import CONNECTED_APPS_URL, jira_configured
 
 
 def connections_for_user(*, user: User) -> QuerySet[JiraConnection]:

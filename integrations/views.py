@@ -16,7 +16,14 @@ from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.models import User
-from integrations import atlassian, oauth, services
+from integrations import atlassian, oauth
+from integrations.lifecycle.config import jira_configured
+from integrations.lifecycle.connect import (
+    CONNECTED_APPS_URL,
+    connection_create_from_callback,
+    connection_disconnect,
+    site_set_enabled,
+)
 from integrations.models import Actor, JiraConnection, JiraSite
 
 logger = logging.getLogger(__name__)
@@ -40,7 +47,7 @@ def _flow_error(request: HttpRequest, *, status: int, title: str, message: str, 
     return render(
         request,
         "integrations/flow_error.html",
-        {"title": title, "message": message, "retry": retry and services.jira_configured()},
+        {"title": title, "message": message, "retry": retry and jira_configured()},
         status=status,
     )
 
@@ -69,7 +76,7 @@ def provider_text(value: str | None, *, limit: int = 200) -> str:
 @login_required
 @never_cache
 def connect(request: HttpRequest) -> HttpResponse:
-    if not services.jira_configured():
+    if not jira_configured():
         return _not_configured(request)
     assert isinstance(request.user, User)
     state = oauth.state_issue(session=request.session, user_id=request.user.pk)
@@ -106,7 +113,7 @@ def callback(request: HttpRequest) -> HttpResponse:
             retry=False,
         )
     assert isinstance(request.user, User)
-    if not services.jira_configured():
+    if not jira_configured():
         return _not_configured(request)
     try:
         oauth.state_consume(session=request.session, state=query.get("state"), user_id=request.user.pk)
@@ -132,7 +139,7 @@ def callback(request: HttpRequest) -> HttpResponse:
             request, status=400, title="Atlassian sent no authorization code", message="Please start again."
         )
     try:
-        result = services.connection_create_from_callback(user=request.user, code=code)
+        result = connection_create_from_callback(user=request.user, code=code)
     except atlassian.MissingRefreshTokenError as exc:
         logger.error("Jira connect: %s", exc.message)
         return _flow_error(
@@ -207,15 +214,15 @@ def disconnect(request: HttpRequest, connection_id: int) -> HttpResponse:
         return render(
             request,
             "integrations/disconnect_confirm.html",
-            {"connection": connection, "connected_apps_url": services.CONNECTED_APPS_URL},
+            {"connection": connection, "connected_apps_url": CONNECTED_APPS_URL},
         )
     assert isinstance(request.user, User)
-    services.connection_disconnect(connection=connection, actor=Actor.USER, actor_user=request.user)
+    connection_disconnect(connection=connection, actor=Actor.USER, actor_user=request.user)
     messages.success(
         request,
         f"Disconnected {connection.account_name or 'your Atlassian account'}: its tokens are deleted from this "
         "portal. Atlassian offers apps no way to revoke your consent; to remove it, visit "
-        f"{services.CONNECTED_APPS_URL} and remove this app.",
+        f"{CONNECTED_APPS_URL} and remove this app.",
     )
     return redirect("settings")
 
@@ -228,7 +235,7 @@ def site_enabled(request: HttpRequest, site_id: int) -> HttpResponse:
     if enabled not in ("0", "1"):
         return HttpResponse("enabled must be 0 or 1", status=400, content_type="text/plain")
     try:
-        site = services.site_set_enabled(user=request.user, site_id=site_id, enabled=enabled == "1")
+        site = site_set_enabled(user=request.user, site_id=site_id, enabled=enabled == "1")
     except JiraSite.DoesNotExist:
         raise Http404("No such site") from None
     messages.success(request, f"{site.name or site.url} is now {'shown' if site.enabled else 'hidden'} in My Jira.")

@@ -15,7 +15,7 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("settings/", account_views.settings_page, name="settings"),
     path("integrations/jira/", include("integrations.urls")),
-    path("jira/", include("integrations.jira_urls")),
+    path("jira/", include("integrations.myjira.urls")),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]

@@ -33,9 +33,6 @@ os.environ.setdefault("DATABASE_URL", "sqlite:///" + os.path.join(os.path.dirnam
 from jiraconnect.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-# Test-only: the proof suite's control run switches the refresh claim off in its
-# refresh_tokens subprocesses, to show that the claim is what keeps grants alive.
-UNSAFE_DISABLE_REFRESH_CLAIM = os.environ.get("JIRACONNECT_UNSAFE_DISABLE_REFRESH_CLAIM", "") == "1"
 STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405

@@ -13,12 +13,11 @@ from collections import Counter
 import pytest
 from django.core import mail
 from django.db import connections as db_connections
-from django.test import override_settings
 
-from integrations import services
+from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_for_access, connection_refresh_if_due
 from integrations.models import ConnectionStatus, JiraConnection
-from integrations.services import RefreshOutcome
 from tests.concurrency.strict import StrictTokenServer
+from tests.support.unsafe import claim_switched_off
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,7 +35,7 @@ def race(ids: list[int], *, threads: int = THREADS) -> Counter[RefreshOutcome]:
         try:
             start.wait()
             for pk in ids:
-                outcome = services.connection_refresh(connection_id=pk).outcome
+                outcome = connection_refresh_if_due(connection_id=pk).outcome
                 with lock:
                     outcomes[outcome] += 1
         except BaseException as exc:  # reported by the main thread below
@@ -55,7 +54,7 @@ def race(ids: list[int], *, threads: int = THREADS) -> Counter[RefreshOutcome]:
 
 def next_cycle(ids: list[int]) -> Counter[RefreshOutcome]:
     """One orderly refresh of each connection: does its grant still live?"""
-    return Counter(services.connection_refresh(connection_id=pk, force=True).outcome for pk in ids)
+    return Counter(connection_refresh_for_access(connection_id=pk, rejected=True).outcome for pk in ids)
 
 
 def test_racing_threads_refresh_each_connection_exactly_once(
@@ -89,7 +88,7 @@ def test_control_without_the_claim_the_same_race_reuses_tokens_and_loses_connect
 ) -> None:
     ids = [c.pk for c in due_connections]
 
-    with override_settings(UNSAFE_DISABLE_REFRESH_CLAIM=True):
+    with claim_switched_off():
         race(ids)
         after = next_cycle(ids)
 

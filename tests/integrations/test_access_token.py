@@ -1,4 +1,4 @@
-"""services.connection_access_token, ConnectionTokens and jira_for: the API-side of refresh."""
+"""connection_access_token, ConnectionTokens and jira_for: the API-side of refresh."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import responses
 from django.test import override_settings
 
 from accounts.models import User
-from integrations import services
+from integrations.lifecycle.access import (
+    CLAIM_POLL_SECONDS,
+    CLAIM_WAIT,
+    ConnectionTokens,
+    ConnectionUnusableError,
+    connection_access_token,
+    jira_for,
+)
 from integrations.models import ConnectionStatus, JiraConnection, JiraSite
 from tests.conftest import TOKEN_URL, ConnectionFactory
 from tests.integrations.refresh_support import (
@@ -34,20 +41,23 @@ def expiring_in(frozen: FakeClock, **delta: float) -> dict[str, object]:
 
 
 def access_token(connection: JiraConnection, rejected: str | None = None) -> str:
-    return services.connection_access_token(connection_id=connection.pk, rejected=rejected)
+    return connection_access_token(connection_id=connection.pk, rejected=rejected)
 
 
-def test_valid_token_is_returned_without_a_refresh(
-    alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock
+@pytest.mark.parametrize("seconds", [3600, 60, 1])
+def test_token_before_its_stored_expiry_is_returned_without_a_refresh(
+    alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock, seconds: int
 ) -> None:
-    connection = make_connection(alice, **expiring_in(frozen, seconds=61))
+    # The stored expiry already stands atlassian.EXPIRY_MARGIN before Atlassian's: the
+    # one margin. A second one here would renew tokens two minutes early.
+    connection = make_connection(alice, **expiring_in(frozen, seconds=seconds))
 
     assert access_token(connection) == "old-access-secret"
     assert len(mocked.calls) == 0
 
 
-@pytest.mark.parametrize("seconds", [60, 30, 0, -600])
-def test_token_expiring_within_a_minute_is_refreshed_first(
+@pytest.mark.parametrize("seconds", [0, -1, -600])
+def test_token_past_its_stored_expiry_is_refreshed_first(
     alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock, seconds: int
 ) -> None:
     connection = make_connection(alice, **expiring_in(frozen, seconds=seconds))
@@ -97,7 +107,7 @@ def test_expiring_token_is_refreshed_even_while_backing_off_from_a_server_error(
         status=ConnectionStatus.REFRESH_FAILING,
         status_reason="transient",
         next_attempt_at=frozen.now() + timedelta(minutes=10),
-        **expiring_in(frozen, seconds=10),
+        **expiring_in(frozen, seconds=-10),
     )
     mocked.post(TOKEN_URL, json=token_reply(1))
 
@@ -110,11 +120,11 @@ def rate_limited(make_connection: ConnectionFactory, user: User, frozen: FakeClo
         status=ConnectionStatus.REFRESH_FAILING,
         status_reason="rate_limited",
         next_attempt_at=frozen.now() + timedelta(seconds=90),
-        **expiring_in(frozen, seconds=10),
+        **expiring_in(frozen, seconds=-10),
     )
 
 
-@pytest.mark.parametrize("rejected", [None, "old-access-secret"], ids=["expiring", "rejected"])
+@pytest.mark.parametrize("rejected", [None, "old-access-secret"], ids=["expired", "rejected"])
 def test_no_token_call_before_atlassians_retry_after_has_passed(
     alice: User,
     make_connection: ConnectionFactory,
@@ -124,7 +134,7 @@ def test_no_token_call_before_atlassians_retry_after_has_passed(
 ) -> None:
     connection = rate_limited(make_connection, alice, frozen)
 
-    with pytest.raises(services.ConnectionUnusableError) as refused:
+    with pytest.raises(ConnectionUnusableError) as refused:
         access_token(connection, rejected=rejected)
 
     assert not refused.value.permanent
@@ -150,7 +160,7 @@ def test_waits_for_another_workers_refresh_and_uses_its_token(
         alice,
         claim_id="6f1c3a52-0000-4000-8000-000000000001",
         claimed_until=frozen.now() + timedelta(minutes=1),
-        **expiring_in(frozen, seconds=10),
+        **expiring_in(frozen, seconds=-10),
     )
 
     def other_worker_finishes() -> None:
@@ -165,7 +175,7 @@ def test_waits_for_another_workers_refresh_and_uses_its_token(
     frozen.on_sleep.append(other_worker_finishes)
 
     assert access_token(connection) == "their-access-secret"
-    assert frozen.sleeps == [services.CLAIM_POLL_SECONDS] * 3
+    assert frozen.sleeps == [CLAIM_POLL_SECONDS] * 3
     assert len(mocked.calls) == 0
 
 
@@ -176,24 +186,24 @@ def test_gives_up_when_another_worker_holds_the_claim_too_long(
         alice,
         claim_id="6f1c3a52-0000-4000-8000-000000000001",
         claimed_until=frozen.now() + timedelta(minutes=2),
-        **expiring_in(frozen, seconds=10),
+        **expiring_in(frozen, seconds=-10),
     )
 
-    with pytest.raises(services.ConnectionUnusableError, match="busy") as caught:
+    with pytest.raises(ConnectionUnusableError, match="busy") as caught:
         access_token(connection)
 
     assert caught.value.permanent is False
-    assert sum(frozen.sleeps) == pytest.approx(services.CLAIM_WAIT.total_seconds())
+    assert sum(frozen.sleeps) == pytest.approx(CLAIM_WAIT.total_seconds())
     assert len(mocked.calls) == 0
 
 
 def test_transient_refresh_failure_is_a_temporary_error(
     alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock
 ) -> None:
-    connection = make_connection(alice, **expiring_in(frozen, seconds=10))
+    connection = make_connection(alice, **expiring_in(frozen, seconds=-10))
     mocked.post(TOKEN_URL, status=503, body="down")
 
-    with pytest.raises(services.ConnectionUnusableError, match="not reachable") as caught:
+    with pytest.raises(ConnectionUnusableError, match="not reachable") as caught:
         access_token(connection)
 
     assert caught.value.permanent is False
@@ -203,10 +213,10 @@ def test_transient_refresh_failure_is_a_temporary_error(
 def test_dead_grant_makes_the_connection_permanently_unusable(
     alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock
 ) -> None:
-    connection = make_connection(alice, **expiring_in(frozen, seconds=10))
+    connection = make_connection(alice, **expiring_in(frozen, seconds=-10))
     mocked.post(TOKEN_URL, status=403, json={"error": "invalid_grant"})
 
-    with pytest.raises(services.ConnectionUnusableError) as caught:
+    with pytest.raises(ConnectionUnusableError) as caught:
         access_token(connection)
 
     assert caught.value.permanent is True
@@ -220,7 +230,7 @@ def test_needs_reconnect_connection_raises_without_a_token_call(
         alice, status=ConnectionStatus.NEEDS_RECONNECT, status_message="Reconnect, please.", **expiring_in(frozen)
     )
 
-    with pytest.raises(services.ConnectionUnusableError, match="Reconnect, please") as caught:
+    with pytest.raises(ConnectionUnusableError, match="Reconnect, please") as caught:
         access_token(connection)
 
     assert caught.value.permanent is True
@@ -228,8 +238,8 @@ def test_needs_reconnect_connection_raises_without_a_token_call(
 
 
 def test_deleted_connection_raises_permanently(mocked: responses.RequestsMock, db: None) -> None:
-    with pytest.raises(services.ConnectionUnusableError, match="no longer exists") as caught:
-        services.connection_access_token(connection_id=424_242)
+    with pytest.raises(ConnectionUnusableError, match="no longer exists") as caught:
+        connection_access_token(connection_id=424_242)
     assert caught.value.permanent is True
 
 
@@ -239,7 +249,7 @@ def test_unreadable_tokens_mark_needs_reconnect(
     connection = make_connection(alice, **expiring_in(frozen, minutes=50))
     with (
         override_settings(FERNET_KEYS=[OTHER_FERNET_KEY]),
-        pytest.raises(services.ConnectionUnusableError) as caught,
+        pytest.raises(ConnectionUnusableError) as caught,
     ):
         access_token(connection)
 
@@ -252,7 +262,7 @@ def test_connection_tokens_adapter_never_shows_a_token(
     alice: User, make_connection: ConnectionFactory, frozen: FakeClock
 ) -> None:
     connection = make_connection(alice, **expiring_in(frozen, minutes=50))
-    tokens = services.ConnectionTokens(connection_id=connection.pk)
+    tokens = ConnectionTokens(connection_id=connection.pk)
 
     assert tokens.access_token() == "old-access-secret"
     assert "secret" not in repr(tokens)
@@ -270,7 +280,7 @@ def test_jira_for_yields_enabled_sites_of_usable_connections_of_that_user_only(
     failing = make_connection(alice, status=ConnectionStatus.REFRESH_FAILING)
     make_connection(bob)
 
-    sites = list(services.jira_for(alice))
+    sites = list(jira_for(alice))
 
     assert [(s.connection.pk, s.site.cloud_id) for s in sites] == [
         (usable.pk, "cloud-a"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -12,13 +13,14 @@ import responses
 from django.contrib.auth.models import Permission
 from django.core import mail
 from django.db import connection as db
+from django.db.models import F
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.models import User
 from integrations import admin as admin_module
-from integrations import services
+from integrations.lifecycle.events import event_record
 from integrations.models import (
     Actor,
     ConnectionEvent,
@@ -132,7 +134,7 @@ def test_change_page_shows_account_sites_and_events_but_no_tokens_or_form(
     staff_client: Client, alice: User, make_connection: ConnectionFactory
 ) -> None:
     connection = make_connection(alice, version=7)
-    services.event_record(connection=connection, kind=EventKind.CONNECTED, actor=Actor.USER, message="3 site(s)")
+    event_record(connection=connection, kind=EventKind.CONNECTED, actor=Actor.USER, message="3 site(s)")
 
     response = staff_client.get(change_url(connection))
 
@@ -225,7 +227,7 @@ def test_filtering_on_a_token_column_is_refused_without_an_error_page(
     assert response["Location"].endswith("?e=1")
 
 
-def test_expiry_filter_picks_expired_and_soon_expiring_tokens(
+def test_expiry_filter_picks_expired_due_and_soon_expiring_tokens(
     staff_client: Client, alice: User, make_connection: ConnectionFactory
 ) -> None:
     now = timezone.now()
@@ -237,7 +239,8 @@ def test_expiry_filter_picks_expired_and_soon_expiring_tokens(
 
     for value, expected in (
         ("expired", [expired]),
-        ("15m", [in_10m]),
+        # The refresh_tokens rule itself (lifecycle.due): expiring within 15 minutes or unknown.
+        ("due", [expired, in_10m, unknown]),
         ("1h", [in_10m, in_45m]),
         ("unknown", [unknown]),
         (None, [expired, in_10m, in_45m, in_3h, unknown]),
@@ -322,6 +325,46 @@ def test_refresh_now_with_a_revoked_grant_marks_needs_reconnect(
     )
     assert ConnectionEvent.objects.filter(connection=connection, kind=EventKind.NEEDS_RECONNECT).exists()
     assert [m.to for m in mail.outbox] == [["alice@example.com"]]
+
+
+def test_refresh_now_superseded_by_a_reconnect_says_so_and_keeps_the_newer_tokens(
+    staff_client: Client, staff: User, pair: tuple[JiraConnection, JiraConnection], mocked: responses.RequestsMock
+) -> None:
+    connection = pair[0]
+
+    def reconnected_meanwhile(request: Any) -> tuple[int, dict[str, str], str]:
+        # The user reconnects while staff's refresh is in flight: a newer write.
+        JiraConnection.objects.filter(pk=connection.pk).update(version=F("version") + 1)
+        return 200, {}, json.dumps(token_reply("staff-access-secret", "staff-refresh-secret"))
+
+    mocked.add_callback(responses.POST, TOKEN_URL, callback=reconnected_meanwhile)
+
+    response = run_action(staff_client, "refresh_now", connection)
+
+    page = staff_client.get(response["Location"]).content.decode()
+    assert "newer tokens were written meanwhile" in page
+    assert "another refresh was under way" not in page
+    assert JiraConnection.objects.get(pk=connection.pk).refresh_token == connection.refresh_token
+    staff_event = ConnectionEvent.objects.get(connection=connection, actor=Actor.STAFF)
+    assert (staff_event.actor_user, staff_event.detail) == (staff, {"outcome": "superseded"})
+    assert_no_secrets(page, connection)
+
+
+def test_refresh_now_while_another_worker_holds_the_claim_says_so_and_calls_nobody(
+    staff_client: Client, staff: User, pair: tuple[JiraConnection, JiraConnection], mocked: responses.RequestsMock
+) -> None:
+    connection = pair[0]
+    JiraConnection.objects.filter(pk=connection.pk).update(
+        claim_id=uuid.uuid4(), claimed_until=timezone.now() + timedelta(minutes=1)
+    )
+
+    response = run_action(staff_client, "refresh_now", connection)
+
+    page = staff_client.get(response["Location"]).content.decode()
+    assert "another refresh was under way; nothing was done" in page
+    assert len(mocked.calls) == 0
+    staff_event = ConnectionEvent.objects.get(connection=connection, actor=Actor.STAFF)
+    assert staff_event.detail == {"outcome": "claimed_elsewhere"}
 
 
 def test_refresh_now_with_refused_client_credentials_reports_it_and_changes_no_connection(
@@ -497,8 +540,8 @@ def test_staff_without_permissions_are_refused(client: Client, pair: tuple[JiraC
 def test_event_history_is_read_only_and_filterable(
     staff_client: Client, staff: User, pair: tuple[JiraConnection, JiraConnection]
 ) -> None:
-    connected = services.event_record(connection=pair[0], kind=EventKind.CONNECTED, actor=Actor.USER)
-    marked = services.event_record(
+    connected = event_record(connection=pair[0], kind=EventKind.CONNECTED, actor=Actor.USER)
+    marked = event_record(
         connection=pair[1], kind=EventKind.STAFF_MARK_NEEDS_RECONNECT, actor=Actor.STAFF, actor_user=staff
     )
 

@@ -9,14 +9,14 @@ from django.db import connection as db_connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from integrations import services
+from integrations.lifecycle.due import connections_due
 
 pytestmark = pytest.mark.django_db
 
 
 def due_query_plan(**options: str) -> str:
     with CaptureQueriesContext(db_connection) as captured:
-        services.connections_due(now=timezone.now(), **options)
+        connections_due(now=timezone.now(), **options)
     (query,) = captured.captured_queries
     with db_connection.cursor() as cursor:
         if db_connection.vendor == "postgresql":

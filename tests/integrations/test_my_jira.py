@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from integrations import clock
-from integrations.issues import FIELDS, JQL
 from integrations.models import ConnectionStatus, JiraConnection, JiraSite
+from integrations.myjira.page import FIELDS, JQL
 from tests.conftest import API, TOKEN_URL, ConnectionFactory
 
 PAGE = "/jira/"

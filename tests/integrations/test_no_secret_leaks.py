@@ -215,7 +215,7 @@ def _sites_sync_crash(**kwargs: Any) -> None:
 def _crash_after_the_exchange(mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch) -> None:
     # The code and the fresh tokens are then in the callers' frames.
     register_success(mocked)
-    monkeypatch.setattr("integrations.services._sites_sync", _sites_sync_crash)
+    monkeypatch.setattr("integrations.lifecycle.connect._sites_sync", _sites_sync_crash)
 
 
 def _crash_inside_the_exchange(mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch) -> None:

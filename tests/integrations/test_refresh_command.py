@@ -24,7 +24,7 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from accounts.models import User
-from integrations import refresh_run
+from integrations.lifecycle import run as refresh_run
 from integrations.management.commands.refresh_tokens import progress_line
 from integrations.models import ConnectionEvent, ConnectionStatus, JiraConnection
 from tests.concurrency.strict import StrictTokenServer, command_env
@@ -86,7 +86,10 @@ def test_due_connections_are_refreshed_and_summarised(
     code, out, err = run("--concurrency", "3")
 
     assert code == 0
-    assert "Due: 4\nRefreshed: 4\nNot due: 0\nClaimed elsewhere: 0\nTransient failures: 0\nNeeds reconnect: 0" in out
+    assert (
+        "Due: 4\nRefreshed: 4\nNot due: 0\nClaimed elsewhere: 0\nSuperseded: 0\n"
+        "Transient failures: 0\nNeeds reconnect: 0"
+    ) in out
     assert "connections/s" in out
     assert len(token_calls(mocked)) == 4
     assert {fresh(c).version for c in [*due, soon]} == {2}

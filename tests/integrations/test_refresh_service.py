@@ -1,4 +1,4 @@
-"""services.connection_refresh: one connection's refresh, its failure classes and races."""
+"""lifecycle.refresh: one connection's refresh, its failure classes and races."""
 
 from __future__ import annotations
 
@@ -19,9 +19,17 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
-from integrations import services
+from integrations.lifecycle.config import ConfigurationError
+from integrations.lifecycle.refresh import (
+    CLAIM_LEASE,
+    RefreshOutcome,
+    RefreshResult,
+    backoff,
+    connection_refresh_for_access,
+    connection_refresh_if_due,
+)
+from integrations.lifecycle.status import connection_mark_needs_reconnect
 from integrations.models import Actor, ConnectionEvent, ConnectionStatus, EventKind, JiraConnection
-from integrations.services import RefreshOutcome
 from tests.conftest import TOKEN_URL, ConnectionFactory
 from tests.integrations.refresh_support import (
     OTHER_FERNET_KEY,
@@ -33,6 +41,7 @@ from tests.integrations.refresh_support import (
     token_calls,
     token_reply,
 )
+from tests.support.unsafe import claim_switched_off
 
 pytestmark = pytest.mark.django_db
 
@@ -54,8 +63,13 @@ def due(alice: User, make_connection: ConnectionFactory, frozen: FakeClock) -> J
     )
 
 
-def refresh(connection: JiraConnection, **kwargs: Any) -> services.RefreshResult:
-    return services.connection_refresh(connection_id=connection.pk, **kwargs)
+def refresh(connection: JiraConnection, *, ignore_backoff: bool = False) -> RefreshResult:
+    return connection_refresh_if_due(connection_id=connection.pk, ignore_backoff=ignore_backoff)
+
+
+def refresh_rejected(connection: JiraConnection) -> RefreshResult:
+    """The access path after Jira refused the stored token: unconditional, past any backoff."""
+    return connection_refresh_for_access(connection_id=connection.pk, rejected=True)
 
 
 # --- Success -------------------------------------------------------------------------
@@ -243,7 +257,7 @@ def test_a_second_run_after_the_dead_grant_sends_no_second_email(
     mocked.post(TOKEN_URL, status=403, json={"error": "invalid_grant"})
 
     refresh(due)
-    again = refresh(due, force=True, ignore_backoff=True)
+    again = refresh_rejected(due)
 
     assert again.outcome == RefreshOutcome.NEEDS_RECONNECT
     assert len(token_calls(mocked)) == 1
@@ -251,13 +265,12 @@ def test_a_second_run_after_the_dead_grant_sends_no_second_email(
     assert event_kinds(due) == [EventKind.NEEDS_RECONNECT]
 
 
-@override_settings(UNSAFE_DISABLE_REFRESH_CLAIM=True)
 def test_two_workers_hitting_the_dead_grant_at_once_send_one_email(
     due: JiraConnection, mocked: responses.RequestsMock
 ) -> None:
     # With the claim switched off, a second worker refreshes while the first one's
     # request is in flight: both get invalid_grant, only one may mark and email.
-    nested: list[services.RefreshResult] = []
+    nested: list[RefreshResult] = []
     calls = iter(range(2))
 
     def dead_grant(request: Any) -> tuple[int, dict[str, str], str]:
@@ -267,10 +280,11 @@ def test_two_workers_hitting_the_dead_grant_at_once_send_one_email(
 
     mocked.add_callback(responses.POST, TOKEN_URL, callback=dead_grant)
 
-    outer = refresh(due)
+    with claim_switched_off():
+        outer = refresh(due)
 
     assert [r.outcome for r in nested] == [RefreshOutcome.NEEDS_RECONNECT]
-    assert outer.outcome == RefreshOutcome.CLAIMED_ELSEWHERE
+    assert outer.outcome == RefreshOutcome.SUPERSEDED
     assert len(token_calls(mocked)) == 2
     assert len(mail.outbox) == 1
     assert event_kinds(due) == [EventKind.NEEDS_RECONNECT]
@@ -289,7 +303,7 @@ def test_refused_client_credentials_raise_configuration_error_and_touch_no_conne
 ) -> None:
     mocked.post(TOKEN_URL, status=status, json=body)
 
-    with pytest.raises(services.ConfigurationError, match="ATLASSIAN_CLIENT_SECRET"):
+    with pytest.raises(ConfigurationError, match="ATLASSIAN_CLIENT_SECRET"):
         refresh(due)
 
     row = fresh(due)
@@ -332,7 +346,7 @@ def test_server_error_backs_off_and_keeps_the_refresh_token_without_an_immediate
     )
     mocked.post(TOKEN_URL, status=status, body="upstream trouble")
 
-    with mock.patch("integrations.services.random.uniform", return_value=1.0):
+    with mock.patch("integrations.lifecycle.refresh.random.uniform", return_value=1.0):
         result = refresh(connection)
 
     assert result.outcome == RefreshOutcome.TRANSIENT_FAILURE
@@ -356,8 +370,8 @@ def test_server_error_backs_off_and_keeps_the_refresh_token_without_an_immediate
     ],
 )
 def test_backoff_is_exponential_with_jitter_and_capped(failures: int, jitter: float, seconds: int) -> None:
-    with mock.patch("integrations.services.random.uniform", return_value=jitter):
-        assert services._backoff(failures=failures, retry_after=None) == timedelta(seconds=seconds)
+    with mock.patch("integrations.lifecycle.refresh.random.uniform", return_value=jitter):
+        assert backoff(failures=failures, retry_after=None) == timedelta(seconds=seconds)
 
 
 @pytest.mark.parametrize("error", [requests.ReadTimeout("read"), requests.ConnectionError("reset")])
@@ -450,7 +464,7 @@ def test_needs_reconnect_connection_is_never_refreshed(
 ) -> None:
     connection = make_connection(alice, access_token_expires_at=frozen.now(), status=ConnectionStatus.NEEDS_RECONNECT)
 
-    assert refresh(connection, force=True).outcome == RefreshOutcome.NEEDS_RECONNECT
+    assert refresh_rejected(connection).outcome == RefreshOutcome.NEEDS_RECONNECT
     assert len(mocked.calls) == 0
 
 
@@ -476,7 +490,7 @@ def test_connection_claimed_by_another_worker_is_not_refreshed(
     until = frozen.now() + timedelta(seconds=30)
     JiraConnection.objects.filter(pk=due.pk).update(claim_id=other, claimed_until=until)
 
-    result = refresh(due, force=True)
+    result = refresh_rejected(due)
 
     assert result.outcome == RefreshOutcome.CLAIMED_ELSEWHERE
     assert len(mocked.calls) == 0
@@ -509,10 +523,11 @@ def test_claim_is_held_during_the_call_and_its_lease_counts_from_the_wall_clock(
 
     mocked.add_callback(responses.POST, TOKEN_URL, callback=reply)
 
-    # A batch that started ten minutes ago must still take a full lease now.
-    refresh(due, now=frozen.now() - timedelta(minutes=10))
+    # The due list was read ten minutes ago: the lease still runs from the claim.
+    frozen.advance(minutes=10)
+    refresh(due)
 
-    assert seen == [(True, frozen.now() + services.CLAIM_LEASE)]
+    assert seen == [(True, frozen.now() + CLAIM_LEASE)]
 
 
 def test_a_crashed_workers_claim_lapses_within_three_minutes(
@@ -521,7 +536,7 @@ def test_a_crashed_workers_claim_lapses_within_three_minutes(
     # Killed mid-call: no release. The retry must come well inside the 10-minute leeway.
     mocked.post(TOKEN_URL, body=requests.ConnectionError("killed"))
     mocked.post(TOKEN_URL, body=requests.ConnectionError("killed"))
-    with mock.patch("integrations.services._release"), mock.patch("integrations.services._refresh_failed"):
+    with mock.patch("integrations.lifecycle.refresh._release"), mock.patch("integrations.lifecycle.refresh._failed"):
         refresh(due)
     mocked.post(TOKEN_URL, json=token_reply(1))
 
@@ -547,7 +562,7 @@ def test_a_failure_after_the_lease_lapsed_leaves_the_new_owners_claim_and_state(
 
     result = refresh(due)
 
-    assert result.outcome == RefreshOutcome.CLAIMED_ELSEWHERE
+    assert result.outcome == RefreshOutcome.SUPERSEDED
     row = fresh(due)
     assert (str(row.claim_id), row.claimed_until) == (other, until)
     assert (row.status, row.failure_count, row.next_attempt_at) == (ConnectionStatus.ACTIVE, 0, None)
@@ -558,7 +573,7 @@ def test_a_needs_reconnect_mark_made_during_the_call_is_not_undone_by_the_store(
     due: JiraConnection, mocked: responses.RequestsMock, staff: User
 ) -> None:
     def staff_marks_meanwhile(request: Any) -> tuple[int, dict[str, str], str]:
-        services.connection_mark_needs_reconnect(
+        connection_mark_needs_reconnect(
             connection_id=due.pk, reason="staff", message="Marked by support.", actor=Actor.STAFF, actor_user=staff
         )
         return 200, {}, json.dumps(token_reply(1))
@@ -567,7 +582,7 @@ def test_a_needs_reconnect_mark_made_during_the_call_is_not_undone_by_the_store(
 
     result = refresh(due)
 
-    assert result.outcome == RefreshOutcome.CLAIMED_ELSEWHERE
+    assert result.outcome == RefreshOutcome.SUPERSEDED
     row = fresh(due)
     assert (row.status, row.status_reason) == (ConnectionStatus.NEEDS_RECONNECT, "staff")
     assert (row.refresh_token, row.version) == ("old-refresh-secret", due.version)
@@ -575,7 +590,7 @@ def test_a_needs_reconnect_mark_made_during_the_call_is_not_undone_by_the_store(
 
 
 def test_gone_connection_is_reported_gone(mocked: responses.RequestsMock, db: None) -> None:
-    assert services.connection_refresh(connection_id=999_999).outcome == RefreshOutcome.GONE
+    assert connection_refresh_if_due(connection_id=999_999).outcome == RefreshOutcome.GONE
 
 
 def test_unreadable_refresh_token_marks_needs_reconnect_without_a_token_call(
@@ -609,7 +624,7 @@ def test_refresh_whose_version_moved_during_the_call_does_not_overwrite(
 
     result = refresh(due)
 
-    assert result.outcome == RefreshOutcome.CLAIMED_ELSEWHERE
+    assert result.outcome == RefreshOutcome.SUPERSEDED
     row = fresh(due)
     assert (row.access_token, row.refresh_token) == ("reconnected-access", "reconnected-refresh")
     assert row.version == due.version + 1
@@ -627,7 +642,7 @@ def test_invalid_grant_after_the_version_moved_does_not_mark_needs_reconnect(
 
     result = refresh(due)
 
-    assert result.outcome == RefreshOutcome.CLAIMED_ELSEWHERE
+    assert result.outcome == RefreshOutcome.SUPERSEDED
     row = fresh(due)
     assert (row.status, row.refresh_token) == (ConnectionStatus.ACTIVE, "newer-refresh")
     assert not mail.outbox
@@ -681,7 +696,7 @@ def test_no_token_or_client_secret_reaches_logs_events_or_results(
 
     try:
         result: object = refresh(due)
-    except services.ConfigurationError as exc:
+    except ConfigurationError as exc:
         result = exc
 
     events = list(ConnectionEvent.objects.values_list("message", "detail"))

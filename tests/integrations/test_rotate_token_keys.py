@@ -15,8 +15,9 @@ from django.db.models import F
 from django.test import Client
 
 from accounts.models import User
-from integrations import keys, services
-from integrations.keys import tokens_rotate
+from integrations.lifecycle import keys
+from integrations.lifecycle.keys import tokens_rotate
+from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_for_access
 from integrations.models import Actor, ConnectionEvent, ConnectionStatus, EventKind, JiraConnection
 from tests.conftest import ConnectionFactory
 from tests.integrations.test_token_field import new_key, raw_token, reload, tamper
@@ -158,9 +159,9 @@ def test_removing_a_key_without_rotating_loses_access_but_never_the_ciphertext(
     assert page.status_code == 200
     assert f'id="connection-{connection.pk}"' in page.content.decode()
 
-    result = services.connection_refresh(connection_id=connection.pk, force=True)
+    result = connection_refresh_for_access(connection_id=connection.pk, rejected=True)
 
-    assert result.outcome == services.RefreshOutcome.NEEDS_RECONNECT
+    assert result.outcome == RefreshOutcome.NEEDS_RECONNECT
     assert len(mocked.calls) == 0
     stored = reload(connection)
     assert (stored.status, stored.status_reason) == (ConnectionStatus.NEEDS_RECONNECT, "token_unreadable")

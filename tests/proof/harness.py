@@ -36,15 +36,16 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import User
-from integrations import atlassian, services
+from integrations import atlassian
+from integrations.lifecycle.access import ConnectionTokens, connection_access_token
 from integrations.models import ConnectionStatus, JiraConnection, JiraSite
 from sandbox.config import SandboxConfig
 from sandbox.seed import ADA
 from sandbox.testing import SandboxClient
+from tests.support import unsafe as unsafe_launcher
 
 PROJECT = Path(settings.BASE_DIR)
 ARTIFACTS = PROJECT / "artifacts" / "proof"
-UNSAFE_ENV = "JIRACONNECT_UNSAFE_DISABLE_REFRESH_CLAIM"
 INTEGRATION_TABLES = ("integrations_jiraconnection", "integrations_jirasite", "integrations_connectionevent")
 
 
@@ -380,16 +381,18 @@ class RunResult:
 class RefreshProcess:
     """One `manage.py refresh_tokens --json …`; its output goes to files in `log_dir`."""
 
-    def __init__(self, sandbox: SandboxProcess, log_dir: Path, name: str, *args: str, env: dict[str, str]) -> None:
+    def __init__(self, sandbox: SandboxProcess, log_dir: Path, name: str, *args: str, unsafe: bool = False) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
+        # The control run: the same command with the refresh claim switched off.
+        launcher = str(unsafe_launcher.SCRIPT) if unsafe else "manage.py"
         self.name = name
         self.out = log_dir / f"{name}.out"
         self.err = log_dir / f"{name}.err"
         with self.out.open("wb") as out, self.err.open("wb") as err:
             self.popen = subprocess.Popen(
-                [sys.executable, "manage.py", "refresh_tokens", "--json", *args],
+                [sys.executable, launcher, "refresh_tokens", "--json", *args],
                 cwd=PROJECT,
-                env=portal_env(sandbox, **env),
+                env=portal_env(sandbox),
                 stdout=out,
                 stderr=err,
             )
@@ -408,8 +411,8 @@ class RefreshProcess:
         return self.popen.wait(timeout=30)
 
 
-def refresh_tokens(sandbox: SandboxProcess, log_dir: Path, name: str, *args: str, **env: str) -> RunResult:
-    return RefreshProcess(sandbox, log_dir, name, *args, env=env).wait()
+def refresh_tokens(sandbox: SandboxProcess, log_dir: Path, name: str, *args: str) -> RunResult:
+    return RefreshProcess(sandbox, log_dir, name, *args).wait()
 
 
 # --- On-demand API calls while the refreshers run -----------------------------------------------
@@ -443,10 +446,10 @@ def api_burst(seeded: Seeded, *, calls: int, rng: random.Random) -> Burst:
         try:
             barrier.wait(timeout=60)
             if n % 2:
-                assert services.connection_access_token(connection_id=pk)
+                assert connection_access_token(connection_id=pk)
             else:
                 client = atlassian.JiraClient(
-                    cloud_id=site["id"], site_url=site["url"], tokens=services.ConnectionTokens(connection_id=pk)
+                    cloud_id=site["id"], site_url=site["url"], tokens=ConnectionTokens(connection_id=pk)
                 )
                 me = client.myself()
                 assert me["accountId"] == seeded.account_of[pk], "answered as another account"

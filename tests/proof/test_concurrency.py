@@ -21,7 +21,6 @@ import pytest
 from integrations.models import ConnectionStatus, JiraConnection
 from tests.proof.conftest import StartSandbox
 from tests.proof.harness import (
-    UNSAFE_ENV,
     RefreshProcess,
     SandboxProcess,
     SecretScanner,
@@ -39,6 +38,7 @@ from tests.proof.harness import (
     versions,
     wait_for_connection_slots,
 )
+from tests.support.unsafe import claim_switched_off
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,12 +69,11 @@ def refresh_cycle(
     before = versions(seeded.ids)
     counters = sandbox.counters()
     per_account = sandbox.refreshes_by_account()
-    env = {UNSAFE_ENV: "1"} if unsafe else {}
     # Each process: one connection per worker, plus its main thread's when it has workers.
     wait_for_connection_slots(processes * (concurrency + (concurrency > 1)) + api_calls)
     with stopwatch() as timing:
         runs = [
-            RefreshProcess(sandbox, logs, f"{label}-p{n}", "--concurrency", str(concurrency), env=env)
+            RefreshProcess(sandbox, logs, f"{label}-p{n}", "--concurrency", str(concurrency), unsafe=unsafe)
             for n in range(processes)
         ]
         sandbox.wait_for_token_requests(counters["requests"]["token"])
@@ -189,20 +188,25 @@ def test_processes_and_api_calls_refresh_each_of_1000_connections_exactly_once_p
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_control_without_the_claim_reuses_tokens_and_loses_connections(
-    start_sandbox: StartSandbox, logs: Path, settings: Any
-) -> None:
+def test_control_without_the_claim_reuses_tokens_and_loses_connections(start_sandbox: StartSandbox, logs: Path) -> None:
     """The same run with the claim switched off must fail, or the proof above proves nothing."""
     sandbox = start_sandbox(leeway=0)
     sandbox.faults({"token": {"latency_ms": TOKEN_LATENCY_MS}})
     seeded = seed_connections(sandbox, CONNECTIONS)
     rng = random.Random(8)
 
-    settings.UNSAFE_DISABLE_REFRESH_CLAIM = True
-    control = refresh_cycle(
-        sandbox, seeded, logs, label="control", processes=8, concurrency=3, api_calls=API_CALLS, rng=rng, unsafe=True
-    )
-    settings.UNSAFE_DISABLE_REFRESH_CLAIM = False
+    with claim_switched_off():
+        control = refresh_cycle(
+            sandbox,
+            seeded,
+            logs,
+            label="control",
+            processes=8,
+            concurrency=3,
+            api_calls=API_CALLS,
+            rng=rng,
+            unsafe=True,
+        )
     # The next cycle, with the claim back on, finds out which grants the control killed.
     after = refresh_cycle(
         sandbox, seeded, logs, label="after-control", processes=2, concurrency=8, api_calls=0, rng=rng

@@ -4,7 +4,7 @@ A refresh is lost to a crash only in one window: Atlassian has rotated the pair 
 request reached it) and our UPDATE has not committed the new one. A request already on
 the wire is processed even after the client died, so the window opens when the request
 leaves, and closes at the commit. The next run retries with the old refresh token once
-the crashed worker's lease (services.CLAIM_LEASE, 2 minutes) lapses: inside Atlassian's
+the crashed worker's lease (CLAIM_LEASE, 2 minutes) lapses: inside Atlassian's
 10-minute reuse leeway that retry gets a fresh pair, so nothing is lost; with no leeway
 the retry is a reuse and the grant dies. Both are measured here.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from integrations import services
+from integrations.lifecycle.refresh import CLAIM_LEASE
 from integrations.models import ConnectionStatus, JiraConnection
 from tests.proof.conftest import StartSandbox
 from tests.proof.harness import (
@@ -74,7 +74,7 @@ def crash_trial(
     make_due(seeded.ids)
     before = versions(seeded.ids)
     counters = sandbox.counters()
-    run = RefreshProcess(sandbox, logs, f"trial{trial:02d}-killed", "--concurrency", str(WORKERS), env={})
+    run = RefreshProcess(sandbox, logs, f"trial{trial:02d}-killed", "--concurrency", str(WORKERS))
     # Random moments inside the batch: the process is killed while refreshing.
     sandbox.wait_for_token_requests(counters["requests"]["token"])
     delay = rng.uniform(0, BATCH_SECONDS)
@@ -89,7 +89,7 @@ def crash_trial(
     # The dead worker's leases lapse before anyone else may take its connections over:
     # in the database, and on the sandbox's clock, which judges the reuse leeway.
     JiraConnection.objects.filter(pk__in=in_flight).update(claimed_until=timezone.now() - timedelta(seconds=1))
-    sandbox.advance(services.CLAIM_LEASE.total_seconds())
+    sandbox.advance(CLAIM_LEASE.total_seconds())
     counters = sandbox.counters()
     rerun = refresh_tokens(sandbox, logs, f"trial{trial:02d}-rerun", "--concurrency", str(WORKERS))
     rerun_counters = delta(sandbox.counters(), counters)

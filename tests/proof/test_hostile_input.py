@@ -34,7 +34,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from accounts.models import User
-from integrations import services
+from integrations.lifecycle.config import ConfigurationError
+from integrations.lifecycle.refresh import connection_refresh_for_access
 from integrations.models import ConnectionStatus, JiraConnection
 from tests.conftest import TOKEN_URL
 from tests.integrations.oauth_helpers import CALLBACK_PATH, register_success, secrets_in_play, start_flow
@@ -297,8 +298,8 @@ def test_any_token_reply_leaves_a_usable_refresh_token_and_raises_nothing_unhand
             with responses.RequestsMock(assert_all_requests_are_fired=False) as atlassian:
                 atlassian.add_callback(responses.POST, TOKEN_URL, callback=answer, content_type=None)
                 try:
-                    outcome = str(services.connection_refresh(connection_id=connection.pk, force=True).outcome)
-                except services.ConfigurationError:
+                    outcome = str(connection_refresh_for_access(connection_id=connection.pk, rejected=True).outcome)
+                except ConfigurationError:
                     # Refused client credentials: a typed stop for the whole run, by design.
                     outcome = "configuration_error"
                 sent = len(atlassian.calls)

@@ -26,9 +26,9 @@ from django.views.debug import ExceptionReporter
 from requests.adapters import HTTPAdapter
 
 from accounts.models import User
-from integrations import services
+from integrations.lifecycle.access import jira_for
+from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_for_access
 from integrations.models import ConnectionEvent, JiraConnection
-from integrations.services import RefreshOutcome
 from sandbox.testing import approve
 from tests.integrations.oauth_helpers import CALLBACK_PATH, CONNECT_PATH
 from tests.proof.conftest import StartSandbox
@@ -88,14 +88,14 @@ def test_no_issued_secret_in_logs_pages_error_reports_or_raw_columns(
     pages = connect_through_the_sandbox(user)
     connection = JiraConnection.objects.get(user=alice)
     # Rotations; a reply lost after Atlassian rotated (retried inside the leeway); a failure.
-    assert services.connection_refresh(connection_id=connection.pk, force=True).outcome == RefreshOutcome.REFRESHED
+    assert connection_refresh_for_access(connection_id=connection.pk, rejected=True).outcome == RefreshOutcome.REFRESHED
     sandbox.faults({"token": {"kinds": ["lost_response"], "count": 1}})
-    assert services.connection_refresh(connection_id=connection.pk, force=True).outcome == RefreshOutcome.REFRESHED
+    assert connection_refresh_for_access(connection_id=connection.pk, rejected=True).outcome == RefreshOutcome.REFRESHED
     sandbox.faults({"token": {"kinds": ["500"], "count": 1}})
-    failed = services.connection_refresh(connection_id=connection.pk, force=True)
+    failed = connection_refresh_for_access(connection_id=connection.pk, rejected=True)
     assert failed.outcome == RefreshOutcome.TRANSIENT_FAILURE
     sandbox.faults({})
-    site = next(services.jira_for(alice))
+    site = next(jira_for(alice))
     assert site.client.myself()["accountId"] == connection.account_id
     pages["my_jira"] = user.get("/jira/").content
 
@@ -128,7 +128,7 @@ def test_no_issued_secret_in_logs_pages_error_reports_or_raw_columns(
     # Raised at the bottom of requests, below every frame that held a token or the secret.
     with mock.patch.object(HTTPAdapter, "send", side_effect=RuntimeError("network stack exploded")):
         reports = {
-            "refresh": error_report(lambda: services.connection_refresh(connection_id=connection.pk, force=True)),
+            "refresh": error_report(lambda: connection_refresh_for_access(connection_id=connection.pk, rejected=True)),
             "api": error_report(lambda: site.client.myself()),
         }
     for name, report in reports.items():

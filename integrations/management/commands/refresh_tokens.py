@@ -9,8 +9,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from integrations import refresh_run
-from integrations.refresh_run import RunOptions, RunSummary
+from integrations.lifecycle import run as refresh_run
+from integrations.lifecycle.config import configuration_problem
+from integrations.lifecycle.run import RunOptions, RunSummary
 
 
 def _whole(minimum: int) -> Callable[[str], int]:
@@ -86,7 +87,7 @@ class Command(BaseCommand):
         )
         if options["dry_run"]:
             self._dry_run(run_options, as_json=options["json"])
-            problem = refresh_run.configuration_problem()
+            problem = configuration_problem()
             if problem is not None:
                 # The list is still worth reading; the run it previews would stop at once.
                 self.stderr.write(f"Configuration error: {problem}")
@@ -116,6 +117,7 @@ class Command(BaseCommand):
             f"Refreshed: {counts['refreshed']}",
             f"Not due: {counts['not_due']}",
             f"Claimed elsewhere: {counts['claimed_elsewhere']}",
+            f"Superseded: {counts['superseded']}",
             f"Transient failures: {counts['transient_failures']}",
             f"Needs reconnect: {counts['needs_reconnect']}",
         ]

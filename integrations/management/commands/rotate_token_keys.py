@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.keys import tokens_rotate
+from integrations.lifecycle.keys import tokens_rotate
 
 
 class Command(BaseCommand):

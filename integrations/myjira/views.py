@@ -9,7 +9,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from accounts.models import User
-from integrations import issues
+from integrations.myjira import page
 
 
 def _site_id(raw: str) -> int:
@@ -27,10 +27,10 @@ def my_jira(request: HttpRequest) -> HttpResponse:
     raw_site = request.GET.get("site")
     site_id = None if raw_site is None else _site_id(raw_site)
     page_token = request.GET.get("page") if site_id is not None else None
-    if page_token is not None and not issues.page_token_valid(page_token):
+    if page_token is not None and not page.page_token_valid(page_token):
         return HttpResponseBadRequest("Invalid page token.", content_type="text/plain")
     try:
-        page = issues.my_jira_page(user=request.user, site_id=site_id, page_token=page_token)
-    except issues.SiteNotFound:
+        content = page.my_jira_page(user=request.user, site_id=site_id, page_token=page_token)
+    except page.SiteNotFound:
         raise Http404("No such site") from None
-    return render(request, "integrations/my_jira.html", {"page": page})
+    return render(request, "integrations/my_jira.html", {"page": content})

@@ -1,17 +1,16 @@
-"""My Jira: the user's open assigned issues, fetched from every enabled site in parallel.
+"""The My Jira page's content: the user's open assigned issues, fetched from every
+enabled site in parallel.
 
 The page costs the same number of queries whatever the number of connections: one
 query loads every connection of the user with its access token, one more its sites.
 Workers then use that still-valid token without touching the database; only an
-expired or rejected token sends a worker to services.connection_access_token, the
-single-flight refresh path.
+expired or rejected token sends a worker down the access path (lifecycle.access).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,10 +19,11 @@ from urllib.parse import urlencode
 from django.db import connections as db_connections
 from django.db.models import Prefetch
 from django.urls import reverse
-from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import User
-from integrations import atlassian, clock, services
+from integrations import atlassian, clock
+from integrations.lifecycle.access import ConnectionTokens, ConnectionUnusableError
+from integrations.lifecycle.config import ConfigurationError
 from integrations.models import JiraConnection, JiraSite
 
 logger = logging.getLogger(__name__)
@@ -90,42 +90,6 @@ def page_token_valid(token: str) -> bool:
     return 0 < len(token) <= MAX_PAGE_TOKEN and token.isprintable()
 
 
-class PreloadedTokens(atlassian.TokenProvider):
-    """One connection's token as loaded by the page's connections query.
-
-    A still-valid token is used as is; an expired one, or one Jira rejects, is renewed
-    through services.connection_access_token (single-flight across hosts). The lock
-    makes sites of the same connection wait for one renewal instead of racing.
-    """
-
-    @sensitive_variables("token")
-    def __init__(self, *, connection: JiraConnection, now: datetime) -> None:
-        self.connection_id = connection.pk
-        self._lock = threading.Lock()
-        token = connection.access_token
-        expires = connection.access_token_expires_at
-        usable = token is not None and expires is not None and expires > now + services.MIN_TOKEN_VALIDITY
-        self._token: str | None = token if usable else None
-
-    def __repr__(self) -> str:
-        return f"<PreloadedTokens connection_id={self.connection_id}>"
-
-    def access_token(self) -> str:
-        with self._lock:
-            if self._token is None:
-                self._token = services.connection_access_token(connection_id=self.connection_id)
-            return self._token
-
-    @sensitive_variables("rejected")
-    def refreshed_access_token(self, *, rejected: str) -> str:
-        with self._lock:
-            if self._token is not None and self._token != rejected:
-                # Another site of this connection renewed it meanwhile.
-                return self._token
-            self._token = services.connection_access_token(connection_id=self.connection_id, rejected=rejected)
-            return self._token
-
-
 def _interactive_sleep(seconds: float) -> None:
     if seconds > INTERACTIVE_MAX_WAIT:
         raise atlassian.RateLimitedError("Jira asked us to slow down.", retry_after=seconds)
@@ -163,9 +127,9 @@ def _error(exc: Exception) -> tuple[str, bool]:
         return MSG_SCOPE, True
     if isinstance(exc, atlassian.UnauthorizedError):
         return MSG_UNAUTHORIZED, True
-    if isinstance(exc, services.ConnectionUnusableError):
+    if isinstance(exc, ConnectionUnusableError):
         return (exc.message, True) if exc.permanent else (MSG_TRANSIENT, False)
-    if isinstance(exc, services.ConfigurationError):
+    if isinstance(exc, ConfigurationError):
         return MSG_CONFIGURATION, False
     if isinstance(exc, atlassian.AtlassianError):
         return exc.message, exc.permanent
@@ -184,7 +148,7 @@ def _fetch(task: _Task) -> SiteIssues:
         page = task.client.search_jql(jql=JQL, fields=FIELDS, max_results=PAGE_SIZE, next_page_token=task.page_token)
     except Exception as exc:
         message, reconnect = _error(exc)
-        if message == MSG_UNEXPECTED or isinstance(exc, services.ConfigurationError):
+        if message == MSG_UNEXPECTED or isinstance(exc, ConfigurationError):
             logger.exception("My Jira: site %s failed", task.site.pk)
         else:
             logger.warning("My Jira: site %s failed (%s)", task.site.pk, getattr(exc, "reason", type(exc).__name__))
@@ -235,12 +199,11 @@ def my_jira_page(*, user: User, site_id: int | None = None, page_token: str | No
         connection, single_site = found[0]
         connections = [connection]
 
-    now = clock.now()
     tasks: list[_Task] = []
     for connection in connections:
         if connection.needs_reconnect:
             continue
-        tokens = PreloadedTokens(connection=connection, now=now)
+        tokens = ConnectionTokens.preloaded(connection)
         for site in connection.sites.all():
             if single_site is not None and site.pk != single_site.pk:
                 continue

@@ -20,16 +20,14 @@ from django.db import connection as db
 from django.db import transaction
 from django.db.models import Field
 
-from integrations import clock, services
-from integrations.models import Actor, ConnectionEvent, EventKind, JiraConnection
+from integrations.fields import current_fernet
+from integrations.lifecycle.events import event_unsaved
+from integrations.lifecycle.status import connection_mark_unreadable
+from integrations.models import ConnectionEvent, EventKind, JiraConnection
 
 logger = logging.getLogger(__name__)
 
 TOKEN_COLUMNS = ("access_token", "refresh_token")
-UNREADABLE_MESSAGE = (
-    "The stored token could not be decrypted with any configured key (a key was removed "
-    "too early or the data is damaged). Reconnect Jira to continue."
-)
 
 
 @dataclass
@@ -136,9 +134,8 @@ def tokens_rotate(*, batch_size: int = 500, dry_run: bool = False) -> RotationRe
     `skipped` (written by someone else meanwhile: run again to pick it up)."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    keys = list(settings.FERNET_KEYS)
-    primary = Fernet(keys[0])
-    every_key = MultiFernet([Fernet(k) for k in keys])
+    primary = Fernet(settings.FERNET_KEYS[0])
+    every_key = current_fernet()
     report = RotationReport(dry_run=dry_run)
     after_pk = 0
     while rows := _batch(after_pk=after_pk, size=batch_size):
@@ -170,9 +167,7 @@ def tokens_rotate(*, batch_size: int = 500, dry_run: bool = False) -> RotationRe
         if not dry_run:
             # Outside the batch transaction: marking sends the user an email.
             for row in unreadable:
-                services.connection_mark_needs_reconnect(
-                    connection_id=row.pk, reason="token_unreadable", message=UNREADABLE_MESSAGE
-                )
+                connection_mark_unreadable(connection_id=row.pk)
     logger.info(
         "Token key rotation%s: scanned=%d rotated=%d current=%d unreadable=%d skipped=%d",
         " (dry run)" if dry_run else "",
@@ -186,13 +181,11 @@ def tokens_rotate(*, batch_size: int = 500, dry_run: bool = False) -> RotationRe
 
 
 def _rotated_event(row: _Row, *, columns: list[str]) -> ConnectionEvent:
-    return ConnectionEvent(
+    return event_unsaved(
         connection_id=row.pk,
         user_id=row.user_id,
         account_id=row.account_id,
         kind=EventKind.KEYS_ROTATED,
-        actor=Actor.SYSTEM,
         message="Stored tokens re-encrypted with the newest key.",
         detail={"columns": columns, "keys_configured": len(settings.FERNET_KEYS)},
-        created_at=clock.now(),
     )

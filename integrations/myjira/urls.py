@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from integrations import my_jira
+from integrations.myjira import views
 
 urlpatterns = [
-    path("", my_jira.my_jira, name="my-jira"),
+    path("", views.my_jira, name="my-jira"),
 ]

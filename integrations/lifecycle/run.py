@@ -1,9 +1,9 @@
-"""One batch of token refreshes: what `manage.py refresh_tokens` runs.
+"""The scheduled run: what `manage.py refresh_tokens` does.
 
-Finds the due connections (services.connections_due), refreshes each through the
-single-flight service on a pool of worker threads, and counts the outcomes. Any number
-of these runs may overlap, in threads, processes or hosts: the claim in
-services.connection_refresh keeps each connection's refresh to one worker.
+Finds the due connections (lifecycle.due), refreshes each through the single-flight
+path (lifecycle.refresh) on a pool of worker threads, and counts the outcomes. Any
+number of these runs may overlap, in threads, processes or hosts: the claim keeps each
+connection's refresh to one worker.
 """
 
 from __future__ import annotations
@@ -19,16 +19,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import connections
 
-from integrations import clock, services
+from integrations import clock
+from integrations.lifecycle.config import ConfigurationError, configuration_problem
+from integrations.lifecycle.due import DEFAULT_DUE_WITHIN, DEFAULT_MAX_IDLE, DueRule, connections_due
+from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_if_due
 from integrations.models import JiraConnection
-from integrations.services import RefreshOutcome
 
 logger = logging.getLogger(__name__)
-
-REQUIRED_SETTINGS = ("ATLASSIAN_CLIENT_ID", "ATLASSIAN_CLIENT_SECRET")
 
 # Called as progress(done, total) from worker threads, one call at a time.
 Progress = Callable[[int, int], None]
@@ -36,14 +35,18 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class RunOptions:
-    due_within: timedelta = services.DEFAULT_DUE_WITHIN
-    max_idle: timedelta = services.DEFAULT_MAX_IDLE
+    due_within: timedelta = DEFAULT_DUE_WITHIN
+    max_idle: timedelta = DEFAULT_MAX_IDLE
     # 32: the fastest setting measured that still reaches half its bound
     # (docs/benchmarks.md); each worker holds one database connection.
     concurrency: int = 32
     limit: int | None = None
     user_email: str | None = None
     ignore_backoff: bool = False
+
+    @property
+    def rule(self) -> DueRule:
+        return DueRule(due_within=self.due_within, max_idle=self.max_idle)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class RunSummary:
             "refreshed": self.counts[RefreshOutcome.REFRESHED],
             "not_due": self.counts[RefreshOutcome.NOT_DUE],
             "claimed_elsewhere": self.counts[RefreshOutcome.CLAIMED_ELSEWHERE],
+            "superseded": self.counts[RefreshOutcome.SUPERSEDED],
             "transient_failures": self.transient_failures,
             "needs_reconnect": self.counts[RefreshOutcome.NEEDS_RECONNECT],
             "gone": self.counts[RefreshOutcome.GONE],
@@ -97,29 +101,14 @@ class DueConnection:
     reason: str
 
 
-def configuration_problem() -> str | None:
-    """Why a run could not start (missing client credentials), or None."""
-    missing = [name for name in REQUIRED_SETTINGS if not getattr(settings, name, "")]
-    return f"{' and '.join(missing)} not set: Jira is not configured." if missing else None
-
-
 def _due_ids(options: RunOptions, *, now: datetime) -> list[int]:
-    return services.connections_due(
+    return connections_due(
         now=now,
-        due_within=options.due_within,
-        max_idle=options.max_idle,
+        rule=options.rule,
         limit=options.limit,
         user_email=options.user_email,
         ignore_backoff=options.ignore_backoff,
     )
-
-
-def _reason_due(*, expires: datetime | None, issued_at: datetime, now: datetime, options: RunOptions) -> str:
-    if expires is None:
-        return "no expiry stored"
-    if expires <= now + options.due_within:
-        return "expired" if expires <= now else f"expires within {options.due_within}"
-    return f"idle {(now - issued_at).days} days (refresh token unused)"
 
 
 def due_preview(options: RunOptions) -> list[DueConnection]:
@@ -129,20 +118,22 @@ def due_preview(options: RunOptions) -> list[DueConnection]:
     rows = {
         row["pk"]: row
         for row in JiraConnection.objects.filter(pk__in=ids).values(
-            "pk", "user__email", "access_token_expires_at", "tokens_issued_at"
+            "pk", "user__email", "status", "access_token_expires_at", "tokens_issued_at"
         )
     }
+    rule = options.rule
     return [
         DueConnection(
             connection_id=pk,
             user_email=rows[pk]["user__email"],
             access_token_expires_at=rows[pk]["access_token_expires_at"],
-            reason=_reason_due(
-                expires=rows[pk]["access_token_expires_at"],
-                issued_at=rows[pk]["tokens_issued_at"],
+            reason=rule.reason(
+                status=rows[pk]["status"],
+                expires_at=rows[pk]["access_token_expires_at"],
+                tokens_issued_at=rows[pk]["tokens_issued_at"],
                 now=now,
-                options=options,
-            ),
+            )
+            or "due",
         )
         for pk in ids
         if pk in rows
@@ -176,13 +167,10 @@ class _Batch:
 
     def _refresh_one(self, connection_id: int) -> None:
         try:
-            result = services.connection_refresh(
-                connection_id=connection_id,
-                due_within=self.options.due_within,
-                max_idle=self.options.max_idle,
-                ignore_backoff=self.options.ignore_backoff,
+            result = connection_refresh_if_due(
+                connection_id=connection_id, rule=self.options.rule, ignore_backoff=self.options.ignore_backoff
             )
-        except services.ConfigurationError as exc:
+        except ConfigurationError as exc:
             # Every other connection would be refused the same way: stop taking work.
             self.stop.set()
             with self.lock:

@@ -1,0 +1,173 @@
+"""A usable access token for every Jira call: the one token provider, the one rule
+for "still usable", and `jira_for(user)` for portal code.
+
+Atlassian's token reply is stored with its expiry already brought forward by
+atlassian.EXPIRY_MARGIN (the time a call spends in flight): that is the one margin.
+A token is usable until that stored expiry; after it, or when Jira rejects it, the
+caller refreshes through lifecycle.refresh, single-flight across hosts, and waits
+briefly when another worker's refresh is under way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.views.decorators.debug import sensitive_variables
+
+from accounts.models import User
+from integrations import atlassian, clock
+from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_for_access
+from integrations.lifecycle.status import connection_mark_unreadable
+from integrations.models import ConnectionStatus, JiraConnection, JiraSite
+
+# How long an API caller waits for another worker's refresh before giving up.
+CLAIM_WAIT = timedelta(seconds=15)
+CLAIM_POLL_SECONDS = 0.2
+
+
+class ConnectionUnusableError(Exception):
+    """The connection cannot be used now: it needs reconnecting, or refresh is failing."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+
+
+def token_usable(*, token: str | None, expires_at: datetime | None, now: datetime) -> bool:
+    return token is not None and expires_at is not None and expires_at > now
+
+
+def _rate_limited_until(connection: JiraConnection, *, now: datetime) -> datetime | None:
+    """When Atlassian's Retry-After for this connection ends, if it has not yet."""
+    until = connection.next_attempt_at
+    limited = connection.status_reason == atlassian.RateLimitedError.reason
+    return until if limited and until is not None and until > now else None
+
+
+@sensitive_variables("rejected")
+def connection_access_token(*, connection_id: int, rejected: str | None = None) -> str:
+    """A usable access token for the connection; refreshes first when the stored one has
+    expired (or is `rejected`, the one Jira just refused), waits for another worker's refresh."""
+    return _access_token(connection_id=connection_id, rejected=rejected)[0]
+
+
+@sensitive_variables("rejected")
+def _access_token(*, connection_id: int, rejected: str | None) -> tuple[str, datetime | None]:
+    deadline = clock.now() + CLAIM_WAIT
+    refreshed = False
+    while True:
+        now = clock.now()
+        connection = JiraConnection.objects.filter(pk=connection_id).first()
+        if connection is None:
+            raise ConnectionUnusableError("This Jira connection no longer exists.", permanent=True)
+        if connection.needs_reconnect:
+            raise ConnectionUnusableError(connection.status_message or "Reconnect Jira.", permanent=True)
+        if connection.access_token is None or connection.refresh_token is None:
+            connection_mark_unreadable(connection_id=connection_id)
+            continue
+        stale = rejected is not None and connection.access_token == rejected
+        usable = token_usable(token=connection.access_token, expires_at=connection.access_token_expires_at, now=now)
+        if refreshed or (usable and not stale):
+            # A token this call just obtained is used even if Atlassian gave it a short
+            # (or garbled, hence zero) lifetime: refreshing again would loop forever.
+            return connection.access_token, connection.access_token_expires_at
+        wait_until = _rate_limited_until(connection, now=now)
+        if wait_until is not None:
+            # A user may retry past an ordinary backoff (Atlassian may be back), but not
+            # past a Retry-After: every page view would knock on the token endpoint again.
+            raise ConnectionUnusableError(
+                f"Atlassian asked us to slow down; try again after {wait_until:%H:%M:%S} UTC.", permanent=False
+            )
+        result = connection_refresh_for_access(connection_id=connection_id, rejected=stale)
+        refreshed = result.outcome == RefreshOutcome.REFRESHED
+        if result.outcome == RefreshOutcome.TRANSIENT_FAILURE:
+            raise ConnectionUnusableError(f"Jira is not reachable right now: {result.message}", permanent=False)
+        if result.outcome == RefreshOutcome.CLAIMED_ELSEWHERE:
+            if clock.now() >= deadline:
+                raise ConnectionUnusableError("Jira is busy refreshing this connection; try again.", permanent=False)
+            # The refresh under way elsewhere will replace the token: read it then.
+            clock.sleep(CLAIM_POLL_SECONDS)
+        # Otherwise (refreshed, superseded, not due, needs reconnect, gone): read the row again.
+
+
+class ConnectionTokens(atlassian.TokenProvider):
+    """The token provider (atlassian.TokenProvider) for one connection's Jira clients.
+
+    Keeps the token it last handed out while it stays usable, so a page that calls
+    several sites of one connection reads the database once; the lock makes those sites
+    wait for one renewal instead of racing. `preloaded` takes the token from a row the
+    caller has already loaded (My Jira loads every connection in one query).
+    """
+
+    def __init__(self, *, connection_id: int) -> None:
+        self.connection_id = connection_id
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_at: datetime | None = None
+
+    @classmethod
+    def preloaded(cls, connection: JiraConnection) -> ConnectionTokens:
+        tokens = cls(connection_id=connection.pk)
+        tokens._token = connection.access_token
+        tokens._expires_at = connection.access_token_expires_at
+        return tokens
+
+    def __repr__(self) -> str:
+        return f"<ConnectionTokens connection_id={self.connection_id}>"
+
+    def _usable(self) -> bool:
+        return token_usable(token=self._token, expires_at=self._expires_at, now=clock.now())
+
+    def _renew(self, *, rejected: str | None) -> str:
+        token, expires_at = _access_token(connection_id=self.connection_id, rejected=rejected)
+        # A token Atlassian handed out already expired (a garbled lifetime) is kept until
+        # Jira refuses it: asking again at every call would refresh at every call.
+        self._token = token
+        self._expires_at = expires_at if expires_at is not None and expires_at > clock.now() else None
+        return token
+
+    def access_token(self) -> str:
+        with self._lock:
+            if self._token is not None and (self._expires_at is None or self._usable()):
+                return self._token
+            return self._renew(rejected=None)
+
+    @sensitive_variables("rejected")
+    def refreshed_access_token(self, *, rejected: str) -> str:
+        with self._lock:
+            if self._token is not None and self._token != rejected:
+                # Another site of this connection renewed it meanwhile.
+                return self._token
+            return self._renew(rejected=rejected)
+
+
+@dataclass(frozen=True)
+class SiteClient:
+    connection: JiraConnection
+    site: JiraSite
+    client: atlassian.JiraClient
+
+
+def jira_for(user: User) -> Iterator[SiteClient]:
+    """A Jira REST client for every enabled site of every usable connection of `user`.
+
+    for site in jira_for(request.user):
+        me = site.client.myself()
+    """
+    connections = (
+        JiraConnection.objects.filter(user=user)
+        .exclude(status=ConnectionStatus.NEEDS_RECONNECT)
+        .prefetch_related("sites")
+        .defer("access_token", "refresh_token")
+        .order_by("pk")
+    )
+    for connection in connections:
+        tokens = ConnectionTokens(connection_id=connection.pk)
+        for site in connection.sites.all():
+            if site.enabled:
+                client = atlassian.JiraClient(cloud_id=site.cloud_id, site_url=site.url, tokens=tokens)
+                yield SiteClient(connection=connection, site=site, client=client)

@@ -1,0 +1,61 @@
+"""Every write to the audit trail (ConnectionEvent), the system's and staff's alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accounts.models import User
+from integrations import clock
+from integrations.models import Actor, ConnectionEvent, EventKind, JiraConnection
+
+
+def event_record(
+    *,
+    connection: JiraConnection | None,
+    kind: EventKind,
+    actor: Actor = Actor.SYSTEM,
+    actor_user: User | None = None,
+    message: str = "",
+    detail: dict[str, Any] | None = None,
+    user: User | None = None,
+    account_id: str = "",
+) -> ConnectionEvent:
+    return ConnectionEvent.objects.create(
+        connection=connection,
+        user_id=connection.user_id if connection is not None else (user.pk if user else None),
+        account_id=connection.account_id if connection is not None else account_id,
+        kind=kind,
+        actor=actor,
+        actor_user=actor_user,
+        message=message[:500],
+        detail=detail or {},
+        created_at=clock.now(),
+    )
+
+
+def event_staff_refresh(*, connection: JiraConnection, staff: User, outcome: str, message: str) -> ConnectionEvent:
+    """What came of a staff member's "Refresh now" that did not store new tokens."""
+    return event_record(
+        connection=connection,
+        kind=EventKind.STAFF_REFRESH,
+        actor=Actor.STAFF,
+        actor_user=staff,
+        message=f"Refresh now: {outcome.replace('_', ' ')}. {message}".strip(),
+        detail={"outcome": outcome},
+    )
+
+
+def event_unsaved(
+    *, connection_id: int, user_id: int, account_id: str, kind: EventKind, message: str, detail: dict[str, Any]
+) -> ConnectionEvent:
+    """An event built for a bulk insert (key rotation writes one per connection per batch)."""
+    return ConnectionEvent(
+        connection_id=connection_id,
+        user_id=user_id,
+        account_id=account_id,
+        kind=kind,
+        actor=Actor.SYSTEM,
+        message=message[:500],
+        detail=detail,
+        created_at=clock.now(),
+    )

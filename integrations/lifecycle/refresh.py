@@ -1,0 +1,358 @@
+"""Refreshing one connection, single-flight across threads, processes and hosts.
+
+Atlassian rotates the refresh token on every refresh and kills the whole grant when a
+spent one is reused more than 10 minutes later, so two workers must never refresh one
+connection at once, and a rotated pair must never be dropped. On SQLite and
+PostgreSQL alike, without holding a transaction open during HTTP:
+
+1. claim: one conditional UPDATE sets (claim_id, claimed_until) where no live claim
+   exists (and, for the scheduled run, where the connection is still due); exactly one
+   row changed means this worker owns the refresh;
+2. read the row (tokens and the version) under the claim;
+3. call Atlassian with the stored refresh token;
+4. write the rotated pair back at once with compare-and-swap on the version read in
+   step 2, releasing the claim in the same UPDATE, before anything else.
+
+A crashed worker's claim lapses after CLAIM_LEASE, well inside Atlassian's 10-minute
+reuse leeway, so the next run retries with the same refresh token safely.
+
+Entry points, one per caller:
+- connection_refresh_if_due: the scheduled run (lifecycle.run);
+- connection_refresh_now: staff's "Refresh now" (admin), unconditional, audited;
+- connection_refresh_for_access: the access path (lifecycle.access), when the token
+  is about to expire or Jira rejected it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import OperationalError
+from django.db import connection as db_connection
+from django.db.models import F, Q, QuerySet
+from django.views.decorators.debug import sensitive_variables
+
+from accounts.models import User
+from integrations import atlassian, clock
+from integrations.lifecycle.config import ConfigurationError
+from integrations.lifecycle.due import DEFAULT_RULE, DueRule, not_backing_off
+from integrations.lifecycle.events import event_record, event_staff_refresh
+from integrations.lifecycle.status import connection_mark_needs_reconnect, connection_mark_unreadable
+from integrations.models import Actor, ConnectionStatus, EventKind, JiraConnection
+
+logger = logging.getLogger(__name__)
+
+CLAIM_LEASE = timedelta(minutes=2)
+BACKOFF_BASE = timedelta(minutes=1)
+BACKOFF_CAP = timedelta(hours=1)
+STORE_ATTEMPTS = 3
+
+
+class RefreshOutcome(enum.StrEnum):
+    REFRESHED = "refreshed"
+    NOT_DUE = "not_due"
+    # Another worker holds the claim: its refresh is under way.
+    CLAIMED_ELSEWHERE = "claimed_elsewhere"
+    # Our refresh ran, but a newer write took its place (a reconnect, staff, or a worker
+    # that took over after our lease lapsed): theirs stands, nothing of ours was stored.
+    SUPERSEDED = "superseded"
+    TRANSIENT_FAILURE = "transient_failure"
+    NEEDS_RECONNECT = "needs_reconnect"
+    GONE = "gone"
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    connection_id: int
+    outcome: RefreshOutcome
+    message: str = ""
+    retry_at: datetime | None = None
+
+
+# --- Entry points ----------------------------------------------------------------------
+
+
+def connection_refresh_if_due(
+    *,
+    connection_id: int,
+    rule: DueRule = DEFAULT_RULE,
+    ignore_backoff: bool = False,
+) -> RefreshResult:
+    """The scheduled run's refresh: only while `rule` says the connection is due and its
+    backoff has ended (unless `ignore_backoff`). Raises ConfigurationError when Atlassian
+    refuses our client credentials."""
+    return _refresh(connection_id=connection_id, due=rule, ignore_backoff=ignore_backoff)
+
+
+def connection_refresh_now(*, connection_id: int, staff: User) -> RefreshResult:
+    """Staff's "Refresh now": unconditional, past any backoff. Every outcome leaves a
+    staff event (a success writes it with the new expiry; anything else says what came
+    of it). Raises ConfigurationError, after recording it, on refused client credentials."""
+    connection = JiraConnection.objects.defer("access_token", "refresh_token").filter(pk=connection_id).first()
+    try:
+        result = _refresh(
+            connection_id=connection_id, due=None, ignore_backoff=True, actor=Actor.STAFF, actor_user=staff
+        )
+    except ConfigurationError as exc:
+        if connection is not None:
+            event_staff_refresh(connection=connection, staff=staff, outcome="configuration_error", message=str(exc))
+        raise
+    if result.outcome != RefreshOutcome.REFRESHED and connection is not None:
+        event_staff_refresh(connection=connection, staff=staff, outcome=result.outcome.value, message=result.message)
+    return result
+
+
+# The access path refreshes a token once its stored expiry (already brought forward by
+# atlassian.EXPIRY_MARGIN) has passed: no second margin on top.
+_EXPIRED = DueRule(due_within=timedelta(0))
+
+
+def connection_refresh_for_access(*, connection_id: int, rejected: bool = False) -> RefreshResult:
+    """The access path's refresh: when the stored access token has expired, or at once
+    when Jira `rejected` it. Past an ordinary backoff: a user asking now may find
+    Atlassian back (the caller honours a Retry-After itself)."""
+    due = None if rejected else _EXPIRED
+    return _refresh(connection_id=connection_id, due=due, ignore_backoff=True)
+
+
+# --- The algorithm ---------------------------------------------------------------------
+
+
+@sensitive_variables("refresh_token", "tokens")
+def _refresh(
+    *,
+    connection_id: int,
+    due: DueRule | None,
+    ignore_backoff: bool,
+    actor: Actor = Actor.SYSTEM,
+    actor_user: User | None = None,
+) -> RefreshResult:
+    claim = uuid.uuid4()
+    if not _claim(connection_id=connection_id, claim=claim, due=due, ignore_backoff=ignore_backoff):
+        return _unclaimed_outcome(connection_id=connection_id)
+    released = False
+    try:
+        connection = JiraConnection.objects.get(pk=connection_id)
+        refresh_token = connection.refresh_token
+        if refresh_token is None:
+            connection_mark_unreadable(connection_id=connection_id)
+            return RefreshResult(connection_id, RefreshOutcome.NEEDS_RECONNECT, "Stored token unreadable.")
+        version = connection.version
+        # The claim was taken on the wall clock; timestamps written below use the same.
+        now = clock.now()
+        try:
+            tokens = _call_refresh(refresh_token=refresh_token)
+        except atlassian.ClientCredentialsError as exc:
+            raise ConfigurationError(exc.message) from None
+        except atlassian.GrantRevokedError as exc:
+            return _revoked(connection=connection, version=version, error=exc)
+        except atlassian.TransientError as exc:
+            return _failed(connection=connection, claim=claim, now=now, error=exc)
+        result = _store(
+            connection=connection, version=version, tokens=tokens, now=now, actor=actor, actor_user=actor_user
+        )
+        # A successful store cleared the claim in its own UPDATE: skip a round trip.
+        released = result.outcome == RefreshOutcome.REFRESHED
+        return result
+    finally:
+        if not released:
+            _release(connection_id=connection_id, claim=claim)
+
+
+def lease_free(*, now: datetime) -> Q:
+    """No live claim on the row. The single-flight guarantee rests on this condition;
+    the proof suite's control run replaces it (tests/support/unsafe.py) to show that
+    without it connections are lost."""
+    return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+
+
+def _claim(*, connection_id: int, claim: uuid.UUID, due: DueRule | None, ignore_backoff: bool) -> bool:
+    # The lease counts from the wall clock, never from a `now` the caller took earlier:
+    # a batch that started ten minutes ago would otherwise take leases that have
+    # already lapsed, and a second worker could take over mid-refresh.
+    now = clock.now()
+    rows = JiraConnection.objects.filter(pk=connection_id).exclude(status=ConnectionStatus.NEEDS_RECONNECT)
+    if due is not None:
+        # Runs that overlap all read the same due list: one already refreshed by another
+        # run costs this one a single UPDATE that matches nothing, not claim-read-release.
+        rows = rows.filter(due.filter(now=now))
+    if not ignore_backoff:
+        rows = rows.filter(not_backing_off(now=now))
+    rows = rows.filter(lease_free(now=now))
+    return rows.update(claim_id=claim, claimed_until=now + CLAIM_LEASE) == 1
+
+
+def _unclaimed_outcome(*, connection_id: int) -> RefreshResult:
+    """Why a claim failed: gone, needs reconnect, backing off, another worker's lease,
+    or no longer due."""
+    row = (
+        JiraConnection.objects.filter(pk=connection_id)
+        .values_list("status", "claimed_until", "next_attempt_at")
+        .first()
+    )
+    if row is None:
+        return RefreshResult(connection_id, RefreshOutcome.GONE)
+    status, claimed_until, next_attempt_at = row
+    now = clock.now()
+    if status == ConnectionStatus.NEEDS_RECONNECT:
+        return RefreshResult(connection_id, RefreshOutcome.NEEDS_RECONNECT, "Needs reconnect.")
+    if (claimed_until is None or claimed_until < now) and next_attempt_at is not None and next_attempt_at > now:
+        # Another worker failed it since the due list was read: not ours to retry yet.
+        return RefreshResult(connection_id, RefreshOutcome.NOT_DUE, "Backing off.", next_attempt_at)
+    if claimed_until is not None and claimed_until >= now:
+        return RefreshResult(connection_id, RefreshOutcome.CLAIMED_ELSEWHERE, "Another refresh is under way.")
+    # Free and not backing off, yet the claim matched nothing: it was no longer due
+    # (another run refreshed it since the due list was read).
+    return RefreshResult(connection_id, RefreshOutcome.NOT_DUE)
+
+
+def _release(*, connection_id: int, claim: uuid.UUID) -> None:
+    JiraConnection.objects.filter(pk=connection_id, claim_id=claim).update(claim_id=None, claimed_until=None)
+
+
+def backoff(*, failures: int, retry_after: float | None) -> timedelta:
+    """How long a failing connection waits before its next scheduled try."""
+    if retry_after is not None:
+        return timedelta(seconds=retry_after)
+    # The exponent is bounded: 2**1024 no longer fits a float, and a connection failing
+    # hourly reaches that many failures in six weeks.
+    delay = BACKOFF_BASE.total_seconds() * 2 ** min(max(0, failures - 1), 32)
+    # The cap holds after the jitter too: "at most an hour" means at most an hour.
+    return timedelta(seconds=min(BACKOFF_CAP.total_seconds(), delay * random.uniform(0.7, 1.3)))
+
+
+@sensitive_variables("refresh_token", "tokens")
+def _call_refresh(*, refresh_token: str) -> atlassian.TokenSet:
+    try:
+        return atlassian.refresh(refresh_token=refresh_token)
+    except atlassian.TransientError as exc:
+        # No status (timeout, reset), a gateway's 502/504 or a garbled 200: Atlassian
+        # may have rotated and we never saw the new pair. The same token is accepted
+        # again for 10 minutes, so one immediate retry recovers the pair instead of
+        # waiting a backoff that could outlast the leeway.
+        ambiguous = exc.status in (None, 502, 504) or isinstance(exc, atlassian.InvalidResponseError)
+        if not ambiguous:
+            raise
+        logger.info("Refresh reply lost (%s); retrying once with the same token.", exc.reason)
+        return atlassian.refresh(refresh_token=refresh_token)
+
+
+@sensitive_variables("values")
+def _update_surviving_outage(rows: QuerySet[JiraConnection], **values: Any) -> int:
+    """UPDATE, retried through a brief database outage (a locked SQLite file, a PostgreSQL
+    failover): once Atlassian has rotated the pair, a dropped write costs the grant.
+    If a failed attempt did commit, the retry loses its compare-and-swap: harmless."""
+    for attempt in range(1, STORE_ATTEMPTS + 1):
+        try:
+            return rows.update(**values)
+        except OperationalError:
+            # Inside a caller's transaction the error has aborted it: nothing to retry.
+            if attempt == STORE_ATTEMPTS or db_connection.in_atomic_block:
+                raise
+            logger.warning("Database write failed (attempt %d of %d); retrying.", attempt, STORE_ATTEMPTS)
+            db_connection.close()
+            clock.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
+
+
+@sensitive_variables("tokens")
+def _store(
+    *,
+    connection: JiraConnection,
+    version: int,
+    tokens: atlassian.TokenSet,
+    now: datetime,
+    actor: Actor,
+    actor_user: User | None,
+) -> RefreshResult:
+    # First thing after the reply: persist the rotated pair (CAS on the version). A
+    # connection marked needs_reconnect meanwhile (by staff, or by a worker that met a
+    # dead grant after our lease lapsed) stays marked: its grant is gone or unwanted.
+    written = _update_surviving_outage(
+        JiraConnection.objects.filter(pk=connection.pk, version=version).exclude(
+            status=ConnectionStatus.NEEDS_RECONNECT
+        ),
+        access_token=tokens.access_token,
+        # No refresh_token in the reply: the old one is still the live one.
+        refresh_token=tokens.refresh_token or connection.refresh_token,
+        access_token_expires_at=tokens.expires_at,
+        scopes=tokens.scopes or connection.scopes,
+        tokens_issued_at=now,
+        last_refreshed_at=now,
+        status=ConnectionStatus.ACTIVE,
+        status_reason="",
+        status_message="",
+        failure_count=0,
+        next_attempt_at=None,
+        version=F("version") + 1,
+        claim_id=None,
+        claimed_until=None,
+        updated_at=now,
+    )
+    if written != 1:
+        logger.warning("Refresh of connection %s superseded by a newer write.", connection.pk)
+        return RefreshResult(
+            connection.pk, RefreshOutcome.SUPERSEDED, "Newer tokens were written meanwhile; they stand."
+        )
+    event_record(
+        connection=connection,
+        kind=EventKind.REFRESHED if actor == Actor.SYSTEM else EventKind.STAFF_REFRESH,
+        actor=actor,
+        actor_user=actor_user,
+        message=f"Access token valid until {tokens.expires_at:%Y-%m-%d %H:%M:%S} UTC",
+        detail={"rotated": tokens.refresh_token is not None, "version": version + 1},
+    )
+    return RefreshResult(connection.pk, RefreshOutcome.REFRESHED)
+
+
+def _revoked(*, connection: JiraConnection, version: int, error: atlassian.GrantRevokedError) -> RefreshResult:
+    message = (
+        "Atlassian no longer accepts this connection (it was revoked, expired, or the password "
+        "changed). Reconnect to continue."
+    )
+    changed = connection_mark_needs_reconnect(
+        connection_id=connection.pk, reason=error.reason, message=message, only_if_version=version
+    )
+    if not changed:
+        # The version moved while we waited: another worker refreshed first and our
+        # token was simply the old one. Not the user's problem.
+        return RefreshResult(
+            connection.pk, RefreshOutcome.SUPERSEDED, "Another refresh stored newer tokens first; no change."
+        )
+    return RefreshResult(connection.pk, RefreshOutcome.NEEDS_RECONNECT, message)
+
+
+def _failed(
+    *, connection: JiraConnection, claim: uuid.UUID, now: datetime, error: atlassian.TransientError
+) -> RefreshResult:
+    failures = connection.failure_count + 1
+    retry_at = now + backoff(failures=failures, retry_after=error.retry_after)
+    written = JiraConnection.objects.filter(pk=connection.pk, claim_id=claim).update(
+        status=ConnectionStatus.REFRESH_FAILING,
+        status_reason=error.reason[:64],
+        status_message=error.message[:500],
+        failure_count=failures,
+        next_attempt_at=retry_at,
+        updated_at=now,
+    )
+    if written != 1:
+        # Our lease lapsed and another worker took over (and may have succeeded): its
+        # state stands, and this stale failure is not the connection's.
+        logger.warning("Refresh of connection %s failed after losing its claim (%s).", connection.pk, error.reason)
+        return RefreshResult(
+            connection.pk, RefreshOutcome.SUPERSEDED, "Failed after another worker took over; its result stands."
+        )
+    event_record(
+        connection=connection,
+        kind=EventKind.REFRESH_FAILED,
+        message=error.message,
+        detail={"reason": error.reason, "status": error.status, "failures": failures, "retry_at": retry_at.isoformat()},
+    )
+    logger.warning("Refresh of connection %s failed (%s); retry at %s", connection.pk, error.reason, retry_at)
+    return RefreshResult(connection.pk, RefreshOutcome.TRANSIENT_FAILURE, error.message, retry_at)
