@@ -180,6 +180,7 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
         "Atlassian account": ("user", "account_id", "account_name", "account_email", "scopes"),
         "Status": ("status", "status_reason", "status_message", "failure_count", "next_attempt_at"),
         "Tokens (values are never shown)": (
+            "refresh_due",
             "access_token_expires_at",
             "tokens_issued_at",
             "last_refreshed_at",
@@ -242,6 +243,16 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
     def status_with_reason(self, obj: JiraConnection) -> str:
         label = obj.get_status_display()
         return f"{label} ({obj.status_reason})" if obj.status_reason else label
+
+    @admin.display(description="Due for refresh")
+    def refresh_due(self, obj: JiraConnection) -> str:
+        reason = DEFAULT_RULE.reason(
+            status=obj.status,
+            expires_at=obj.access_token_expires_at,
+            tokens_issued_at=obj.tokens_issued_at,
+            now=clock.now(),
+        )
+        return f"Yes: {reason}" if reason else "No"
 
     @admin.display(description="Reconnect by", ordering="first_consented_at")
     def reconnect_deadline(self, obj: JiraConnection) -> str:

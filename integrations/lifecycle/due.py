@@ -1,5 +1,6 @@
-"""The one rule for when a connection's tokens need renewing: as a query, as a
-predicate on a loaded row, and as the reason a person reads (dry run, admin).
+"""The one rule for when a connection's tokens need renewing: as a query (`filter`,
+`connections_due`) and as a predicate that says why (`reason`: None when not due),
+which the dry run and the admin show.
 
 A connection is due when its access token expires within `due_within` (or has no
 known expiry), or when its refresh token has gone unused for `max_idle` (Atlassian
@@ -55,17 +56,6 @@ class DueRule:
         if tokens_issued_at <= now - self.max_idle:
             return f"idle {(now - tokens_issued_at).days} days (refresh token unused)"
         return None
-
-    def is_due(self, connection: JiraConnection, *, now: datetime) -> bool:
-        return (
-            self.reason(
-                status=connection.status,
-                expires_at=connection.access_token_expires_at,
-                tokens_issued_at=connection.tokens_issued_at,
-                now=now,
-            )
-            is not None
-        )
 
 
 DEFAULT_RULE = DueRule()

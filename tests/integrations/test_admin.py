@@ -150,6 +150,19 @@ def test_change_page_shows_account_sites_and_events_but_no_tokens_or_form(
     assert_no_secrets(html, connection)
 
 
+def test_change_page_says_whether_and_why_the_connection_is_due_by_the_refresh_rule(
+    staff_client: Client, alice: User, make_connection: ConnectionFactory
+) -> None:
+    now = timezone.now()
+    expiring = make_connection(alice, access_token_expires_at=now + timedelta(minutes=10))
+    fresh_one = make_connection(alice, account_id="acc-2", access_token_expires_at=now + timedelta(minutes=50))
+
+    assert "Yes: expires within 0:15:00" in staff_client.get(change_url(expiring)).content.decode()
+    page = staff_client.get(change_url(fresh_one)).content.decode()
+    assert "Due for refresh" in page
+    assert "Yes:" not in page
+
+
 def test_change_page_lists_only_the_newest_events_and_links_to_all(
     staff_client: Client, alice: User, make_connection: ConnectionFactory
 ) -> None:
