@@ -63,6 +63,8 @@ def connections(
                 access_token_expires_at=expiry,
                 tokens_issued_at=issued,
                 first_consented_at=issued - timedelta(days=7),
+                # In use: the scheduled run keeps these warm (lifecycle.due).
+                last_used_at=now,
                 status=statuses[index] if statuses else ConnectionStatus.ACTIVE,
                 next_attempt_at=next_attempt_at[index] if next_attempt_at else None,
             )

@@ -250,6 +250,8 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
             status=obj.status,
             expires_at=obj.access_token_expires_at,
             tokens_issued_at=obj.tokens_issued_at,
+            last_used_at=obj.last_used_at,
+            next_attempt_at=obj.next_attempt_at,
             now=clock.now(),
         )
         return f"Yes: {reason}" if reason else "No"

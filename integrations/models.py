@@ -20,10 +20,13 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from integrations import clock
 from integrations.fields import TokenField
 
 # Atlassian forces re-consent this long after the first consent, whatever happens.
 CONSENT_LIFETIME = timedelta(days=365)
+# The settings page counts the days down from here.
+CONSENT_COUNTDOWN = timedelta(days=30)
 
 
 class ConnectionStatus(models.TextChoices):
@@ -47,6 +50,13 @@ class JiraConnection(models.Model):
     tokens_issued_at = models.DateTimeField()
     first_consented_at = models.DateTimeField()
     last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    # Routine refreshes are counted here, not written to the audit trail one row each.
+    refresh_count = models.PositiveBigIntegerField(default=0)
+    # When portal code last called Jira with this connection (recorded at most every few
+    # minutes): the scheduled run keeps used connections warm and the rest merely alive.
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    # Atlassian's 365-day consent limit: 0 none sent, 1 the 14-day warning, 2 the 1-day one.
+    consent_warnings_sent = models.PositiveSmallIntegerField(default=0)
 
     status = models.CharField(max_length=32, choices=ConnectionStatus.choices, default=ConnectionStatus.ACTIVE)
     status_reason = models.CharField(max_length=64, blank=True)
@@ -66,8 +76,9 @@ class JiraConnection(models.Model):
             models.UniqueConstraint(fields=["user", "account_id"], name="integrations_connection_user_account"),
         ]
         indexes: ClassVar[list[models.Index]] = [
-            # refresh_tokens finds due work through these: cost grows with the due rows,
-            # not with the table (BitmapOr of the two on PostgreSQL).
+            # refresh_tokens finds due work through these, one range scan per branch of
+            # the due rule (lifecycle.due): cost grows with the due rows, not the table.
+            # Expiry alone: the admin's expiry filter and the one-off due list of old runs.
             models.Index(
                 fields=["access_token_expires_at"],
                 name="conn_due_expiry_idx",
@@ -76,6 +87,24 @@ class JiraConnection(models.Model):
             models.Index(
                 fields=["tokens_issued_at"],
                 name="conn_due_idle_idx",
+                condition=~Q(status="needs_reconnect"),
+            ),
+            # The "warm" branch: a range on recent use, the expiry read from the index.
+            models.Index(
+                fields=["last_used_at", "access_token_expires_at"],
+                name="conn_due_warm_idx",
+                condition=~Q(status="needs_reconnect"),
+            ),
+            # The "retry" branch: failing connections whose backoff has ended.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="conn_due_retry_idx",
+                condition=Q(status="refresh_failing"),
+            ),
+            # Consent-expiry warnings and the admin's "reconnect by" filter.
+            models.Index(
+                fields=["first_consented_at"],
+                name="conn_consent_idx",
                 condition=~Q(status="needs_reconnect"),
             ),
         ]
@@ -89,6 +118,14 @@ class JiraConnection(models.Model):
     @property
     def reconnect_by(self) -> datetime:
         return self.first_consented_at + CONSENT_LIFETIME
+
+    @property
+    def reconnect_countdown(self) -> int | None:
+        """Whole days left to reconnect once inside the last CONSENT_COUNTDOWN, else None."""
+        left = self.reconnect_by - clock.now()
+        if left > CONSENT_COUNTDOWN or self.needs_reconnect:
+            return None
+        return max(0, left.days)
 
     @property
     def needs_reconnect(self) -> bool:
@@ -121,6 +158,8 @@ class EventKind(models.TextChoices):
     RECONNECTED = "reconnected", "Reconnected"
     REFRESHED = "refreshed", "Refreshed"
     REFRESH_FAILED = "refresh_failed", "Refresh failed"
+    RECOVERED = "recovered", "Recovered"
+    CONSENT_EXPIRY_WARNED = "consent_expiry_warned", "Warned: consent expires soon"
     NEEDS_RECONNECT = "needs_reconnect", "Needs reconnect"
     DISCONNECTED = "disconnected", "Disconnected"
     KEYS_ROTATED = "keys_rotated", "Keys rotated"

@@ -307,6 +307,8 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="jiraconnect <noreply
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Absolute links in emails (password reset uses the request; background jobs cannot).
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# The audit trail keeps what changed a connection's state and what staff did, this long.
+EVENT_RETENTION_DAYS = _int("EVENT_RETENTION_DAYS", default=365)
 
 # --- Security -----------------------------------------------------------------------
 # Lax, not Strict: Strict drops the session on the top-level return from Atlassian,

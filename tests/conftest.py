@@ -108,6 +108,8 @@ def make_connection(db: None) -> ConnectionFactory:
             "access_token_expires_at": now + timedelta(hours=1),
             "tokens_issued_at": now,
             "first_consented_at": now,
+            # In daily use unless a test says otherwise: the run keeps such connections warm.
+            "last_used_at": now,
         }
         values.update(overrides)
         connection = JiraConnection.objects.create(user=user, **values)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db.models import Q
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import User
@@ -23,6 +24,9 @@ from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_fo
 from integrations.lifecycle.status import connection_mark_unreadable
 from integrations.models import ConnectionStatus, JiraConnection, JiraSite
 
+# Use is recorded at most this often per connection: the scheduled run needs to know
+# "used today", not every call.
+USE_RECORD_INTERVAL = timedelta(minutes=5)
 # How long an API caller waits for another worker's refresh before giving up.
 CLAIM_WAIT = timedelta(seconds=15)
 CLAIM_POLL_SECONDS = 0.2
@@ -39,6 +43,14 @@ class ConnectionUnusableError(Exception):
 
 def token_usable(*, token: str | None, expires_at: datetime | None, now: datetime) -> bool:
     return token is not None and expires_at is not None and expires_at > now
+
+
+def connection_record_use(*, connection_id: int, now: datetime) -> bool:
+    """Note that portal code called Jira with the connection (lifecycle.due keeps used
+    connections warm). One conditional UPDATE that writes at most every USE_RECORD_INTERVAL;
+    it touches neither the tokens nor the version, so no refresh's compare-and-swap cares."""
+    recent = Q(last_used_at__isnull=False, last_used_at__gt=now - USE_RECORD_INTERVAL)
+    return JiraConnection.objects.filter(pk=connection_id).exclude(recent).update(last_used_at=now) == 1
 
 
 def _rate_limited_until(connection: JiraConnection, *, now: datetime) -> datetime | None:
@@ -100,18 +112,21 @@ class ConnectionTokens(atlassian.TokenProvider):
     Keeps the token it last handed out while it stays usable, so a page that calls
     several sites of one connection reads the database once; the lock makes those sites
     wait for one renewal instead of racing. `preloaded` takes the token from a row the
-    caller has already loaded (My Jira loads every connection in one query).
+    caller has already loaded (My Jira loads every connection in one query). The first
+    token handed out records the connection's use, outside the lock.
     """
 
-    def __init__(self, *, connection_id: int) -> None:
+    def __init__(self, *, connection_id: int, last_used_at: datetime | None = None) -> None:
         self.connection_id = connection_id
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at: datetime | None = None
+        self._last_used_at = last_used_at
+        self._use_recorded = False
 
     @classmethod
     def preloaded(cls, connection: JiraConnection) -> ConnectionTokens:
-        tokens = cls(connection_id=connection.pk)
+        tokens = cls(connection_id=connection.pk, last_used_at=connection.last_used_at)
         tokens._token = connection.access_token
         tokens._expires_at = connection.access_token_expires_at
         return tokens
@@ -132,9 +147,21 @@ class ConnectionTokens(atlassian.TokenProvider):
 
     def access_token(self) -> str:
         with self._lock:
-            if self._token is not None and (self._expires_at is None or self._usable()):
-                return self._token
-            return self._renew(rejected=None)
+            if self._token is None or (self._expires_at is not None and not self._usable()):
+                self._renew(rejected=None)
+            token = self._token
+        assert token is not None
+        self.record_use()
+        return token
+
+    def record_use(self) -> None:
+        """Record the connection's use once per provider (a no-op within USE_RECORD_INTERVAL)."""
+        if self._use_recorded:
+            return
+        self._use_recorded = True
+        now = clock.now()
+        if self._last_used_at is None or self._last_used_at <= now - USE_RECORD_INTERVAL:
+            connection_record_use(connection_id=self.connection_id, now=now)
 
     @sensitive_variables("rejected")
     def refreshed_access_token(self, *, rejected: str) -> str:
@@ -166,7 +193,7 @@ def jira_for(user: User) -> Iterator[SiteClient]:
         .order_by("pk")
     )
     for connection in connections:
-        tokens = ConnectionTokens(connection_id=connection.pk)
+        tokens = ConnectionTokens(connection_id=connection.pk, last_used_at=connection.last_used_at)
         for site in connection.sites.all():
             if site.enabled:
                 client = atlassian.JiraClient(cloud_id=site.cloud_id, site_url=site.url, tokens=tokens)

@@ -49,6 +49,7 @@ def connection_create_from_callback(*, user: User, code: str) -> ConnectResult:
         "tokens_issued_at": now,
         # Every consent starts a new grant, and Atlassian's 365-day limit with it.
         "first_consented_at": now,
+        "consent_warnings_sent": 0,
         "last_refreshed_at": None,
         "status": ConnectionStatus.ACTIVE,
         "status_reason": "",

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime, timedelta
 from typing import Any
+
+from django.conf import settings
 
 from accounts.models import User
 from integrations import clock
 from integrations.models import Actor, ConnectionEvent, EventKind, JiraConnection
+
+logger = logging.getLogger(__name__)
+
+# Small deletes, each its own statement: never a long lock on the trail.
+PRUNE_BATCH = 1000
 
 
 def event_record(
@@ -59,3 +68,25 @@ def event_unsaved(
         detail=detail,
         created_at=clock.now(),
     )
+
+
+def events_prune(*, now: datetime, retention: timedelta | None = None, max_batches: int = 100) -> int:
+    """Delete events older than `retention` (EVENT_RETENTION_DAYS) in batches of PRUNE_BATCH,
+    oldest first; at most `max_batches` per call, so a backlog is worked off over a few
+    runs instead of holding one up. Returns how many were deleted."""
+    cutoff = now - (retention or timedelta(days=settings.EVENT_RETENTION_DAYS))
+    deleted = 0
+    for _ in range(max_batches):
+        ids = list(
+            ConnectionEvent.objects.filter(created_at__lt=cutoff)
+            .order_by("created_at", "id")
+            .values_list("pk", flat=True)[:PRUNE_BATCH]
+        )
+        if not ids:
+            break
+        deleted += ConnectionEvent.objects.filter(pk__in=ids).delete()[0]
+        if len(ids) < PRUNE_BATCH:
+            break
+    if deleted:
+        logger.info("Pruned %d connection events older than %s", deleted, cutoff.date())
+    return deleted

@@ -29,6 +29,7 @@ import enum
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,7 +42,7 @@ from django.views.decorators.debug import sensitive_variables
 from accounts.models import User
 from integrations import atlassian, clock
 from integrations.lifecycle.config import ConfigurationError
-from integrations.lifecycle.due import DEFAULT_RULE, DueRule, not_backing_off
+from integrations.lifecycle.due import DEFAULT_RULE, DueRule, expired, not_backing_off
 from integrations.lifecycle.events import event_record, event_staff_refresh
 from integrations.lifecycle.status import connection_mark_needs_reconnect, connection_mark_unreadable
 from integrations.models import Actor, ConnectionStatus, EventKind, JiraConnection
@@ -52,6 +53,9 @@ CLAIM_LEASE = timedelta(minutes=2)
 BACKOFF_BASE = timedelta(minutes=1)
 BACKOFF_CAP = timedelta(hours=1)
 STORE_ATTEMPTS = 3
+
+# A due condition at a given time: DueRule.filter (the run) or due.expired (the access path).
+DueCondition = Callable[..., Q]
 
 
 class RefreshOutcome(enum.StrEnum):
@@ -87,7 +91,7 @@ def connection_refresh_if_due(
     """The scheduled run's refresh: only while `rule` says the connection is due and its
     backoff has ended (unless `ignore_backoff`). Raises ConfigurationError when Atlassian
     refuses our client credentials."""
-    return _refresh(connection_id=connection_id, due=rule, ignore_backoff=ignore_backoff)
+    return _refresh(connection_id=connection_id, due=rule.filter, ignore_backoff=ignore_backoff)
 
 
 def connection_refresh_now(*, connection_id: int, staff: User) -> RefreshResult:
@@ -108,16 +112,13 @@ def connection_refresh_now(*, connection_id: int, staff: User) -> RefreshResult:
     return result
 
 
-# The access path refreshes a token once its stored expiry (already brought forward by
-# atlassian.EXPIRY_MARGIN) has passed: no second margin on top.
-_EXPIRED = DueRule(due_within=timedelta(0))
-
-
 def connection_refresh_for_access(*, connection_id: int, rejected: bool = False) -> RefreshResult:
     """The access path's refresh: when the stored access token has expired, or at once
     when Jira `rejected` it. Past an ordinary backoff: a user asking now may find
     Atlassian back (the caller honours a Retry-After itself)."""
-    due = None if rejected else _EXPIRED
+    # Once the stored expiry (already brought forward by atlassian.EXPIRY_MARGIN) has
+    # passed: no second margin on top.
+    due = None if rejected else expired
     return _refresh(connection_id=connection_id, due=due, ignore_backoff=True)
 
 
@@ -128,7 +129,7 @@ def connection_refresh_for_access(*, connection_id: int, rejected: bool = False)
 def _refresh(
     *,
     connection_id: int,
-    due: DueRule | None,
+    due: DueCondition | None,
     ignore_backoff: bool,
     actor: Actor = Actor.SYSTEM,
     actor_user: User | None = None,
@@ -172,7 +173,7 @@ def lease_free(*, now: datetime) -> Q:
     return Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
 
 
-def _claim(*, connection_id: int, claim: uuid.UUID, due: DueRule | None, ignore_backoff: bool) -> bool:
+def _claim(*, connection_id: int, claim: uuid.UUID, due: DueCondition | None, ignore_backoff: bool) -> bool:
     # The lease counts from the wall clock, never from a `now` the caller took earlier:
     # a batch that started ten minutes ago would otherwise take leases that have
     # already lapsed, and a second worker could take over mid-refresh.
@@ -181,7 +182,7 @@ def _claim(*, connection_id: int, claim: uuid.UUID, due: DueRule | None, ignore_
     if due is not None:
         # Runs that overlap all read the same due list: one already refreshed by another
         # run costs this one a single UPDATE that matches nothing, not claim-read-release.
-        rows = rows.filter(due.filter(now=now))
+        rows = rows.filter(due(now=now))
     if not ignore_backoff:
         rows = rows.filter(not_backing_off(now=now))
     rows = rows.filter(lease_free(now=now))
@@ -285,6 +286,7 @@ def _store(
         scopes=tokens.scopes or connection.scopes,
         tokens_issued_at=now,
         last_refreshed_at=now,
+        refresh_count=F("refresh_count") + 1,
         status=ConnectionStatus.ACTIVE,
         status_reason="",
         status_message="",
@@ -300,14 +302,17 @@ def _store(
         return RefreshResult(
             connection.pk, RefreshOutcome.SUPERSEDED, "Newer tokens were written meanwhile; they stand."
         )
-    event_record(
-        connection=connection,
-        kind=EventKind.REFRESHED if actor == Actor.SYSTEM else EventKind.STAFF_REFRESH,
-        actor=actor,
-        actor_user=actor_user,
-        message=f"Access token valid until {tokens.expires_at:%Y-%m-%d %H:%M:%S} UTC",
-        detail={"rotated": tokens.refresh_token is not None, "version": version + 1},
-    )
+    # A routine refresh is counted on the row (refresh_count, last_refreshed_at), not
+    # written to the audit trail: the trail grows with what changes, not with time.
+    if actor == Actor.STAFF or connection.status == ConnectionStatus.REFRESH_FAILING:
+        event_record(
+            connection=connection,
+            kind=EventKind.STAFF_REFRESH if actor == Actor.STAFF else EventKind.RECOVERED,
+            actor=actor,
+            actor_user=actor_user,
+            message=f"Access token valid until {tokens.expires_at:%Y-%m-%d %H:%M:%S} UTC",
+            detail={"rotated": tokens.refresh_token is not None, "version": version + 1},
+        )
     return RefreshResult(connection.pk, RefreshOutcome.REFRESHED)
 
 
@@ -348,11 +353,14 @@ def _failed(
         return RefreshResult(
             connection.pk, RefreshOutcome.SUPERSEDED, "Failed after another worker took over; its result stands."
         )
-    event_record(
-        connection=connection,
-        kind=EventKind.REFRESH_FAILED,
-        message=error.message,
-        detail={"reason": error.reason, "status": error.status, "failures": failures, "retry_at": retry_at.isoformat()},
-    )
+    if connection.status == ConnectionStatus.ACTIVE:
+        # The turn to failing is the event; later failures count on the row (failure_count,
+        # status_reason, next_attempt_at) until it recovers or needs reconnecting.
+        event_record(
+            connection=connection,
+            kind=EventKind.REFRESH_FAILED,
+            message=error.message,
+            detail={"reason": error.reason, "status": error.status, "retry_at": retry_at.isoformat()},
+        )
     logger.warning("Refresh of connection %s failed (%s); retry at %s", connection.pk, error.reason, retry_at)
     return RefreshResult(connection.pk, RefreshOutcome.TRANSIENT_FAILURE, error.message, retry_at)

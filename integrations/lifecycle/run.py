@@ -1,9 +1,10 @@
 """The scheduled run: what `manage.py refresh_tokens` does.
 
-Finds the due connections (lifecycle.due), refreshes each through the single-flight
-path (lifecycle.refresh) on a pool of worker threads, and counts the outcomes. Any
-number of these runs may overlap, in threads, processes or hosts: the claim keeps each
-connection's refresh to one worker.
+Finds the due connections (lifecycle.due: warm, keep-alive, retry), refreshes each
+through the single-flight path (lifecycle.refresh) on a pool of worker threads, and
+counts the outcomes; then sends consent-expiry warnings (lifecycle.consent) and prunes
+old audit events (lifecycle.events). Any number of these runs may overlap, in threads,
+processes or hosts: the claim keeps each connection's refresh to one worker.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from django.db import connections
 
 from integrations import clock
 from integrations.lifecycle.config import ConfigurationError, configuration_problem
-from integrations.lifecycle.due import DEFAULT_DUE_WITHIN, DEFAULT_MAX_IDLE, DueRule, connections_due
+from integrations.lifecycle.consent import consent_warnings_send
+from integrations.lifecycle.due import (
+    DEFAULT_DUE_WITHIN,
+    DEFAULT_MAX_IDLE,
+    DEFAULT_WARM_WITHIN,
+    DueRule,
+    connections_due,
+)
+from integrations.lifecycle.events import events_prune
 from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_if_due
 from integrations.models import JiraConnection
 
@@ -37,6 +46,7 @@ Progress = Callable[[int, int], None]
 class RunOptions:
     due_within: timedelta = DEFAULT_DUE_WITHIN
     max_idle: timedelta = DEFAULT_MAX_IDLE
+    warm_within: timedelta = DEFAULT_WARM_WITHIN
     # 32: the fastest setting measured that still reaches half its bound
     # (docs/benchmarks.md); each worker holds one database connection.
     concurrency: int = 32
@@ -46,7 +56,12 @@ class RunOptions:
 
     @property
     def rule(self) -> DueRule:
-        return DueRule(due_within=self.due_within, max_idle=self.max_idle)
+        return DueRule(
+            due_within=self.due_within,
+            max_idle=self.max_idle,
+            warm_within=self.warm_within,
+            ignore_backoff=self.ignore_backoff,
+        )
 
 
 @dataclass
@@ -58,6 +73,9 @@ class RunSummary:
     # Unexpected exceptions (a bug, the database gone): counted as transient.
     errors: int = 0
     configuration_error: str | None = None
+    # Consent-expiry warnings emailed and old audit events deleted by this run.
+    warnings_sent: int = 0
+    events_pruned: int = 0
     elapsed: float = 0.0
 
     @property
@@ -87,6 +105,8 @@ class RunSummary:
             "gone": self.counts[RefreshOutcome.GONE],
             "skipped": self.skipped,
             "errors": self.errors,
+            "warnings_sent": self.warnings_sent,
+            "events_pruned": self.events_pruned,
             "configuration_error": self.configuration_error,
             "elapsed_seconds": round(self.elapsed, 3),
             "rate_per_second": round(self.rate, 2),
@@ -118,7 +138,13 @@ def due_preview(options: RunOptions) -> list[DueConnection]:
     rows = {
         row["pk"]: row
         for row in JiraConnection.objects.filter(pk__in=ids).values(
-            "pk", "user__email", "status", "access_token_expires_at", "tokens_issued_at"
+            "pk",
+            "user__email",
+            "status",
+            "access_token_expires_at",
+            "tokens_issued_at",
+            "last_used_at",
+            "next_attempt_at",
         )
     }
     rule = options.rule
@@ -131,6 +157,8 @@ def due_preview(options: RunOptions) -> list[DueConnection]:
                 status=rows[pk]["status"],
                 expires_at=rows[pk]["access_token_expires_at"],
                 tokens_issued_at=rows[pk]["tokens_issued_at"],
+                last_used_at=rows[pk]["last_used_at"],
+                next_attempt_at=rows[pk]["next_attempt_at"],
                 now=now,
             )
             or "due",
@@ -210,6 +238,14 @@ class _Batch:
         return self.summary
 
 
+def _housekeeping(summary: RunSummary) -> None:
+    """What every scheduled run also does: warn of consent expiry, prune the audit trail.
+    Both are idempotent and safe when runs overlap."""
+    now = clock.now()
+    summary.warnings_sent = consent_warnings_send(now=now)
+    summary.events_pruned = events_prune(now=now)
+
+
 def refresh_due(options: RunOptions, *, progress: Progress | None = None) -> RunSummary:
     """Refresh every due connection with `options.concurrency` workers and count outcomes.
 
@@ -229,6 +265,8 @@ def refresh_due(options: RunOptions, *, progress: Progress | None = None) -> Run
             for future in [pool.submit(batch.work) for _ in range(workers)]:
                 future.result()
     summary = batch.finish()
+    if summary.configuration_error is None:
+        _housekeeping(summary)
     summary.elapsed = time.monotonic() - started
     logger.info("refresh_tokens: %s", summary.as_dict())
     return summary

@@ -212,6 +212,9 @@ def my_jira_page(*, user: User, site_id: int | None = None, page_token: str | No
                     cloud_id=site.cloud_id, site_url=site.url, tokens=tokens, sleep=_interactive_sleep
                 )
                 tasks.append(_Task(site=site, client=client, page_token=page_token if single_site else None))
+        if any(task.client.tokens is tokens for task in tasks):
+            # Here, not in the pool's threads: the write stays on the request's connection.
+            tokens.record_use()
     results = {result.site.pk: result for result in _fetch_all(tasks)}
 
     panels = []

@@ -157,7 +157,10 @@ def test_change_page_says_whether_and_why_the_connection_is_due_by_the_refresh_r
     expiring = make_connection(alice, access_token_expires_at=now + timedelta(minutes=10))
     fresh_one = make_connection(alice, account_id="acc-2", access_token_expires_at=now + timedelta(minutes=50))
 
-    assert "Yes: expires within 0:15:00" in staff_client.get(change_url(expiring)).content.decode()
+    assert (
+        "Yes: warm: used 0 min ago, access token expires soon"
+        in staff_client.get(change_url(expiring)).content.decode()
+    )
     page = staff_client.get(change_url(fresh_one)).content.decode()
     assert "Due for refresh" in page
     assert "Yes:" not in page
@@ -252,8 +255,8 @@ def test_expiry_filter_picks_expired_due_and_soon_expiring_tokens(
 
     for value, expected in (
         ("expired", [expired]),
-        # The refresh_tokens rule itself (lifecycle.due): expiring within 15 minutes or unknown.
-        ("due", [expired, in_10m, unknown]),
+        # The refresh_tokens rule itself (lifecycle.due): used today, expiring within 15 minutes.
+        ("due", [expired, in_10m]),
         ("1h", [in_10m, in_45m]),
         ("unknown", [unknown]),
         (None, [expired, in_10m, in_45m, in_3h, unknown]),

@@ -233,37 +233,52 @@ def test_dry_run_lists_due_connections_and_changes_nothing(
     frozen: FakeClock,
     expired: dict[str, Any],
 ) -> None:
-    gone = make_connection(alice, **expired)
+    gone = make_connection(alice, **expired, last_used_at=frozen.now() - timedelta(hours=3))
     soon = make_connection(bob, access_token_expires_at=frozen.now() + timedelta(minutes=5))
     idle = make_connection(
         bob,
         access_token_expires_at=frozen.now() + timedelta(minutes=50),
         tokens_issued_at=frozen.now() - timedelta(days=40),
+        last_used_at=None,
+    )
+    failing = make_connection(
+        alice,
+        access_token_expires_at=frozen.now() + timedelta(minutes=50),
+        status=ConnectionStatus.REFRESH_FAILING,
+        next_attempt_at=frozen.now() - timedelta(minutes=1),
     )
     make_connection(alice)  # not due
+    make_connection(alice, **expired, last_used_at=frozen.now() - timedelta(days=2))  # unused: on demand only
     before = list(JiraConnection.objects.order_by("pk").values())
 
     code, out, _err = run("--dry-run")
 
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0] == f"{gone.pk}\talice@example.com\t{gone.access_token_expires_at:%Y-%m-%d %H:%M:%S} UTC\texpired"
+    expires = f"{gone.access_token_expires_at:%Y-%m-%d %H:%M:%S} UTC"
+    assert lines[0] == f"{gone.pk}\talice@example.com\t{expires}\twarm: used 3 h ago, access token expired"
     assert lines[1].startswith(f"{soon.pk}\tbob@example.com\t")
-    assert lines[1].endswith("\texpires within 0:15:00")
-    assert lines[2].startswith(f"{idle.pk}\tbob@example.com\t")
-    assert lines[2].endswith("\tidle 40 days (refresh token unused)")
-    assert lines[3] == "Dry run: 3 connection(s) due; nothing changed."
+    assert lines[1].endswith("\twarm: used 0 min ago, access token expires soon")
+    assert sorted(lines[2:4]) == sorted(
+        [
+            f"{idle.pk}\tbob@example.com\t{idle.access_token_expires_at:%Y-%m-%d %H:%M:%S} UTC"
+            "\tkeep-alive: refresh token unused for 40 days",
+            f"{failing.pk}\talice@example.com\t{failing.access_token_expires_at:%Y-%m-%d %H:%M:%S} UTC"
+            "\tretry: the last refresh failed, its backoff has ended",
+        ]
+    )
+    assert lines[4] == "Dry run: 4 connection(s) due; nothing changed."
     assert len(mocked.calls) == 0
     assert list(JiraConnection.objects.order_by("pk").values()) == before
 
     code, out, _err = run("--dry-run", "--json")
     listed = json.loads(out)
-    assert [row["id"] for row in listed["connections"]] == [gone.pk, soon.pk, idle.pk]
+    assert [row["id"] for row in listed["connections"]][:2] == [gone.pk, soon.pk]
     assert listed["connections"][0] == {
         "id": gone.pk,
         "user": "alice@example.com",
         "expires_at": gone.access_token_expires_at.isoformat(),
-        "reason": "expired",
+        "reason": "warm: used 3 h ago, access token expired",
     }
 
 

@@ -90,9 +90,31 @@ def test_due_connection_is_refreshed_and_the_rotated_pair_stored(
     assert row.tokens_issued_at == row.last_refreshed_at == frozen.now()
     assert (row.status, row.failure_count, row.next_attempt_at) == (ConnectionStatus.ACTIVE, 0, None)
     assert (row.claim_id, row.claimed_until) == (None, None)
-    event = ConnectionEvent.objects.get(connection=due)
-    assert event.kind == EventKind.REFRESHED
-    assert event.detail == {"rotated": True, "version": due.version + 1}
+    # Routine: counted on the row, no audit row (the trail grows with changes, not time).
+    assert row.refresh_count == due.refresh_count + 1
+    assert not ConnectionEvent.objects.filter(connection=due).exists()
+
+
+def test_first_success_after_failures_records_the_recovery(
+    alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock
+) -> None:
+    connection = make_connection(
+        alice,
+        access_token_expires_at=frozen.now(),
+        status=ConnectionStatus.REFRESH_FAILING,
+        status_reason="server_error",
+        failure_count=3,
+        next_attempt_at=frozen.now() - timedelta(seconds=1),
+    )
+    mocked.post(TOKEN_URL, json=token_reply(1))
+
+    assert refresh(connection).outcome == RefreshOutcome.REFRESHED
+
+    row = fresh(connection)
+    assert (row.status, row.status_reason, row.failure_count) == (ConnectionStatus.ACTIVE, "", 0)
+    event = ConnectionEvent.objects.get(connection=connection)
+    assert event.kind == EventKind.RECOVERED
+    assert event.detail == {"rotated": True, "version": connection.version + 1}
 
 
 def test_refresh_request_is_sent_with_the_configured_timeout(
@@ -136,7 +158,7 @@ def test_reply_without_refresh_token_keeps_the_old_one(due: JiraConnection, mock
 
     row = fresh(due)
     assert (row.access_token, row.refresh_token) == ("new-access-1-secret", "old-refresh-secret")
-    assert ConnectionEvent.objects.get(connection=due).detail["rotated"] is False
+    assert fresh(due).refresh_count == due.refresh_count + 1
 
 
 @pytest.mark.parametrize(
@@ -356,7 +378,20 @@ def test_server_error_backs_off_and_keeps_the_refresh_token_without_an_immediate
     assert row.next_attempt_at == frozen.now() + timedelta(minutes=4)
     assert row.refresh_token == "old-refresh-secret"
     assert len(token_calls(mocked)) == 1
-    assert event_kinds(connection) == [EventKind.REFRESH_FAILED]
+    # Already failing: the turn to failing was the event; this one is counted on the row.
+    assert event_kinds(connection) == []
+
+
+def test_first_failure_records_the_turn_to_failing(
+    due: JiraConnection, mocked: responses.RequestsMock, frozen: FakeClock
+) -> None:
+    mocked.post(TOKEN_URL, status=500, body="upstream trouble")
+
+    assert refresh(due).outcome == RefreshOutcome.TRANSIENT_FAILURE
+
+    assert fresh(due).status == ConnectionStatus.REFRESH_FAILING
+    (event,) = ConnectionEvent.objects.filter(connection=due)
+    assert (event.kind, event.detail["reason"], event.detail["status"]) == (EventKind.REFRESH_FAILED, "transient", 500)
 
 
 @pytest.mark.parametrize(

@@ -228,6 +228,8 @@ def seed_connections(sandbox: SandboxProcess, count: int) -> Seeded:
                 access_token_expires_at=now - timedelta(minutes=1),
                 tokens_issued_at=now,
                 first_consented_at=now,
+                # In use: the scheduled run keeps these warm (lifecycle.due).
+                last_used_at=now,
             )
             for user, grant in zip(users, grants, strict=True)
         ]

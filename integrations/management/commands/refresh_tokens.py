@@ -40,9 +40,13 @@ def progress_line(done: int, total: int, *, elapsed: float, width: int = 30) -> 
 
 class Command(BaseCommand):
     help = (
-        "Refresh the Jira access tokens that expire soon, and the refresh tokens left idle, "
-        "one worker per connection at a time. Safe to run from several processes at once. "
-        "Exit status: 0 all done, 1 some transient failures remain, 2 configuration error."
+        "Keep every Jira connection alive at a cost that follows use: refresh connections used "
+        "within --warm-within whose access token expires within --due-within, connections whose "
+        "refresh token has gone unused for --max-idle, and failing ones whose backoff has ended; "
+        "everything else is refreshed on demand. Also emails consent-expiry warnings and prunes "
+        "old audit events. One worker per connection at a time; safe to run from several "
+        "processes at once. Exit status: 0 all done, 1 some transient failures remain, "
+        "2 configuration error."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -51,14 +55,21 @@ class Command(BaseCommand):
             type=_whole(0),
             default=15,
             metavar="MINUTES",
-            help="Refresh access tokens expiring within this many minutes (default 15).",
+            help="Refresh warm connections' access tokens expiring within this many minutes (default 15).",
+        )
+        parser.add_argument(
+            "--warm-within",
+            type=_whole(0),
+            default=24,
+            metavar="HOURS",
+            help="A connection used for a Jira call within this many hours is kept warm (default 24).",
         )
         parser.add_argument(
             "--max-idle",
             type=_whole(1),
             default=30,
             metavar="DAYS",
-            help="Also refresh connections whose refresh token is this many days old (default 30; "
+            help="Refresh any connection whose refresh token has gone unused this many days (default 30; "
             "Atlassian drops it after 90 idle days).",
         )
         parser.add_argument(
@@ -80,6 +91,7 @@ class Command(BaseCommand):
         run_options = RunOptions(
             due_within=timedelta(minutes=options["due_within"]),
             max_idle=timedelta(days=options["max_idle"]),
+            warm_within=timedelta(hours=options["warm_within"]),
             concurrency=options["concurrency"],
             limit=options["limit"],
             user_email=options["user"],
@@ -121,6 +133,10 @@ class Command(BaseCommand):
             f"Transient failures: {counts['transient_failures']}",
             f"Needs reconnect: {counts['needs_reconnect']}",
         ]
+        if counts["warnings_sent"]:
+            lines.append(f"Consent-expiry warnings sent: {counts['warnings_sent']}")
+        if counts["events_pruned"]:
+            lines.append(f"Old events pruned: {counts['events_pruned']}")
         if counts["skipped"]:
             lines.append(f"Skipped (run stopped): {counts['skipped']}")
         lines.append(f"Elapsed: {counts['elapsed_seconds']:.2f} s ({counts['rate_per_second']:.1f} connections/s)")
