@@ -34,6 +34,15 @@ from integrations.models import CONSENT_LIFETIME, Actor, ConnectionEvent, JiraCo
 TOKEN_FIELDS = ("access_token", "refresh_token")
 # Never in a form, nor shown: the secrets, and the refresh claim only the services hold.
 HIDDEN_FIELDS = (*TOKEN_FIELDS, "claim_id", "claimed_until")
+# What support reads beside the facts: the policies behind them, one sentence each.
+FIELDSET_NOTES = {
+    "Tokens (values are never shown)": (
+        "The scheduled run refreshes a connection used in the last 24 hours shortly before its access token "
+        "expires, any connection whose refresh token has been unused for 30 days, and failing ones once their "
+        "backoff ends; every other connection is refreshed the next time its user calls Jira."
+    ),
+    "Consent": "Atlassian ends every grant a year after consent; the user is emailed 14 days and 1 day before.",
+}
 EVENTS_SHOWN = 50
 # Refresh now calls Atlassian once per connection inside the request: bulk work belongs
 # to the refresh_tokens command.
@@ -160,6 +169,7 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
         "status_with_reason",
         "access_token_expires_at",
         "last_refreshed_at",
+        "last_used_at",
         "failure_count",
         "reconnect_deadline",
     )
@@ -181,15 +191,20 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
         "Status": ("status", "status_reason", "status_message", "failure_count", "next_attempt_at"),
         "Tokens (values are never shown)": (
             "refresh_due",
+            "last_used_at",
             "access_token_expires_at",
             "tokens_issued_at",
             "last_refreshed_at",
+            "refresh_count",
             "version",
         ),
-        "Consent": ("first_consented_at", "reconnect_deadline"),
+        "Consent": ("first_consented_at", "reconnect_deadline", "consent_warnings_sent"),
         "Record": ("created_at", "updated_at", "event_history"),
     }
-    fieldsets = tuple((title, {"fields": fields}) for title, fields in field_groups.items())
+    fieldsets = tuple(
+        (title, {"fields": fields, "description": FIELDSET_NOTES.get(title, "")})
+        for title, fields in field_groups.items()
+    )
     readonly_fields = tuple(field for fields in field_groups.values() for field in fields)
     inlines = (JiraSiteInline, ConnectionEventInline)
     actions = ("refresh_now", "mark_needs_reconnect", "disconnect")

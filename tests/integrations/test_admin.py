@@ -164,6 +164,8 @@ def test_change_page_says_whether_and_why_the_connection_is_due_by_the_refresh_r
     page = staff_client.get(change_url(fresh_one)).content.decode()
     assert "Due for refresh" in page
     assert "Yes:" not in page
+    # The policy behind the answer, in one sentence.
+    assert "refreshes a connection used in the last 24 hours" in page
 
 
 def test_change_page_lists_only_the_newest_events_and_links_to_all(
