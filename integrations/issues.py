@@ -90,7 +90,7 @@ def page_token_valid(token: str) -> bool:
     return 0 < len(token) <= MAX_PAGE_TOKEN and token.isprintable()
 
 
-class PreloadedTokens(atlassian.TokenProvider):
+class PreloadedTokens:
     """One connection's token as loaded by the page's connections query.
 
     A still-valid token is used as is; an expired one, or one Jira rejects, is renewed

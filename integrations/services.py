@@ -622,7 +622,7 @@ def _refresh_failed(
 # --- Access tokens for API calls --------------------------------------------------------
 
 
-class ConnectionTokens(atlassian.TokenProvider):
+class ConnectionTokens:
     """Hands JiraClient a usable access token, refreshing through the single-flight path."""
 
     def __init__(self, *, connection_id: int) -> None:
