@@ -106,7 +106,7 @@ def _access_token(*, connection_id: int, rejected: str | None) -> tuple[str, dat
         # Otherwise (refreshed, superseded, not due, needs reconnect, gone): read the row again.
 
 
-class ConnectionTokens(atlassian.TokenProvider):
+class ConnectionTokens:
     """The token provider (atlassian.TokenProvider) for one connection's Jira clients.
 
     Keeps the token it last handed out while it stays usable, so a page that calls

@@ -207,7 +207,7 @@ def test_without_retry_after_backoff_is_exponential_from_5_seconds_capped_at_30(
         mocked.get(MYSELF_URL, status=503, body="<html>busy</html>")
     mocked.get(MYSELF_URL, json={})
 
-    with mock.patch("integrations.atlassian.random.uniform", return_value=1.3):
+    with mock.patch("integrations.atlassian.jira.random.uniform", return_value=1.3):
         client.myself()
         assert client._delay(3, None) == 30.0
 
