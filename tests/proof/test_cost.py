@@ -202,7 +202,12 @@ def test_a_year_with_overlapping_daily_runs_warns_each_user_twice_before_consent
     # Consent given on day 0 ends on day 365: warned on day 351 and day 364, once each.
     assert all(days == [351, 364] for days in warned_on.values()), warned_on
     assert ConnectionEvent.objects.filter(kind=EventKind.CONSENT_EXPIRY_WARNED).count() == 2 * len(users)
-    # The grant then ends at Atlassian: the connections ask for a reconnect.
+    # The grant has ended at Atlassian: the next call finds out, and the user is asked to reconnect.
+    for user in User.objects.filter(jira_connections__pk__in=sim.ids):
+        site = next(access.jira_for(user))
+        with pytest.raises(access.ConnectionUnusableError) as refused:
+            site.client.myself()
+        assert refused.value.permanent
     assert set(JiraConnection.objects.filter(pk__in=sim.ids).values_list("status", flat=True)) == {
         ConnectionStatus.NEEDS_RECONNECT
     }
