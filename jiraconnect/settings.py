@@ -307,6 +307,10 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="jiraconnect <noreply
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Absolute links in emails (password reset uses the request; background jobs cannot).
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# My Jira: sites fetched per page view (the rest are one click away), and how long a
+# site's issues are reused on reloads (per user; 0 turns the cache off).
+MY_JIRA_MAX_SITES = _int("MY_JIRA_MAX_SITES", default=10)
+MY_JIRA_CACHE_SECONDS = _int("MY_JIRA_CACHE_SECONDS", default=30)
 # The audit trail keeps what changed a connection's state and what staff did, this long.
 EVENT_RETENTION_DAYS = _int("EVENT_RETENTION_DAYS", default=365)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import responses
+from django.core.cache import cache
 from django.db import connection as db_connection
 from django.utils import timezone
 
@@ -118,3 +119,12 @@ def make_connection(db: None) -> ConnectionFactory:
         return connection
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def empty_cache() -> Iterator[None]:
+    """Each test starts with an empty cache: My Jira's page cache and the abuse limits
+    live there, and ids repeat between tests."""
+    cache.clear()
+    yield
+    cache.clear()

@@ -53,11 +53,14 @@ def connection_record_use(*, connection_id: int, now: datetime) -> bool:
     return JiraConnection.objects.filter(pk=connection_id).exclude(recent).update(last_used_at=now) == 1
 
 
-def _rate_limited_until(connection: JiraConnection, *, now: datetime) -> datetime | None:
-    """When Atlassian's Retry-After for this connection ends, if it has not yet."""
+def _backoff_message(connection: JiraConnection, *, now: datetime) -> str | None:
+    """Why a refresh must wait (the connection's backoff, Retry-After included), or None."""
     until = connection.next_attempt_at
-    limited = connection.status_reason == atlassian.RateLimitedError.reason
-    return until if limited and until is not None and until > now else None
+    if until is None or until <= now:
+        return None
+    if connection.status_reason == atlassian.RateLimitedError.reason:
+        return f"Atlassian asked us to slow down; try again after {until:%H:%M:%S} UTC."
+    return f"Jira is not reachable right now; the next try is at {until:%H:%M:%S} UTC."
 
 
 @sensitive_variables("rejected")
@@ -87,13 +90,11 @@ def _access_token(*, connection_id: int, rejected: str | None) -> tuple[str, dat
             # A token this call just obtained is used even if Atlassian gave it a short
             # (or garbled, hence zero) lifetime: refreshing again would loop forever.
             return connection.access_token, connection.access_token_expires_at
-        wait_until = _rate_limited_until(connection, now=now)
-        if wait_until is not None:
-            # A user may retry past an ordinary backoff (Atlassian may be back), but not
-            # past a Retry-After: every page view would knock on the token endpoint again.
-            raise ConnectionUnusableError(
-                f"Atlassian asked us to slow down; try again after {wait_until:%H:%M:%S} UTC.", permanent=False
-            )
+        waiting = _backoff_message(connection, now=now)
+        if waiting is not None:
+            # Page views honour the backoff like the scheduled run: otherwise every reload
+            # by every user of a failing connection knocks on the token endpoint again.
+            raise ConnectionUnusableError(waiting, permanent=False)
         result = connection_refresh_for_access(connection_id=connection_id, rejected=stale)
         refreshed = result.outcome == RefreshOutcome.REFRESHED
         if result.outcome == RefreshOutcome.TRANSIENT_FAILURE:

@@ -114,12 +114,11 @@ def connection_refresh_now(*, connection_id: int, staff: User) -> RefreshResult:
 
 def connection_refresh_for_access(*, connection_id: int, rejected: bool = False) -> RefreshResult:
     """The access path's refresh: when the stored access token has expired, or at once
-    when Jira `rejected` it. Past an ordinary backoff: a user asking now may find
-    Atlassian back (the caller honours a Retry-After itself)."""
+    when Jira `rejected` it; never during the connection's backoff."""
     # Once the stored expiry (already brought forward by atlassian.EXPIRY_MARGIN) has
     # passed: no second margin on top.
     due = None if rejected else expired
-    return _refresh(connection_id=connection_id, due=due, ignore_backoff=True)
+    return _refresh(connection_id=connection_id, due=due, ignore_backoff=False)
 
 
 # --- The algorithm ---------------------------------------------------------------------

@@ -10,12 +10,15 @@ expired or rejected token sends a worker down the access path (lifecycle.access)
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlencode
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db import connections as db_connections
 from django.db.models import Prefetch
 from django.urls import reverse
@@ -69,6 +72,8 @@ class SiteIssues:
     more_url: str = ""
     error: str = ""
     reconnect: bool = False
+    # Beyond the per-page cap (MY_JIRA_MAX_SITES): not fetched, one link away.
+    deferred_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -171,8 +176,29 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="my-jira")
 
 
-def _fetch_all(tasks: list[_Task]) -> list[SiteIssues]:
-    return list(_pool().map(_fetch, tasks)) if tasks else []
+def _cache_key(*, user: User, task: _Task) -> str:
+    token = hashlib.sha256((task.page_token or "").encode()).hexdigest()[:32]
+    return f"myjira:v1:{user.pk}:{task.site.pk}:{token}"
+
+
+def _fetch_all(tasks: list[_Task], *, user: User) -> list[SiteIssues]:
+    """Each site's result, from the short-lived cache when a reload finds one there.
+
+    Only issues are cached (keyed by user, site and page), never a connection or a token:
+    the cache may be a shared database table or Redis."""
+    keys = {task.site.pk: _cache_key(user=user, task=task) for task in tasks}
+    cached: dict[str, tuple[list[IssueRow], str]] = cache.get_many(list(keys.values())) if tasks else {}
+    results = [
+        SiteIssues(site=task.site, issues=cached[keys[task.site.pk]][0], more_url=cached[keys[task.site.pk]][1])
+        for task in tasks
+        if keys[task.site.pk] in cached
+    ]
+    missing = [task for task in tasks if keys[task.site.pk] not in cached]
+    fetched = list(_pool().map(_fetch, missing)) if missing else []
+    fresh = {keys[r.site.pk]: (r.issues, r.more_url) for r in fetched if not r.error}
+    if fresh:
+        cache.set_many(fresh, timeout=settings.MY_JIRA_CACHE_SECONDS)
+    return results + fetched
 
 
 def _connections(*, user: User) -> list[JiraConnection]:
@@ -200,22 +226,26 @@ def my_jira_page(*, user: User, site_id: int | None = None, page_token: str | No
         connections = [connection]
 
     tasks: list[_Task] = []
+    deferred: list[SiteIssues] = []
     for connection in connections:
         if connection.needs_reconnect:
             continue
         tokens = ConnectionTokens.preloaded(connection)
         for site in connection.sites.all():
-            if single_site is not None and site.pk != single_site.pk:
+            if (single_site is not None and site.pk != single_site.pk) or not site.enabled:
                 continue
-            if site.enabled:
-                client = atlassian.JiraClient(
-                    cloud_id=site.cloud_id, site_url=site.url, tokens=tokens, sleep=_interactive_sleep
-                )
-                tasks.append(_Task(site=site, client=client, page_token=page_token if single_site else None))
+            if len(tasks) >= settings.MY_JIRA_MAX_SITES:
+                # One page view fetches a bounded number of sites; the rest wait for a click.
+                deferred.append(SiteIssues(site=site, deferred_url=f"{reverse('my-jira')}?site={site.pk}"))
+                continue
+            client = atlassian.JiraClient(
+                cloud_id=site.cloud_id, site_url=site.url, tokens=tokens, sleep=_interactive_sleep
+            )
+            tasks.append(_Task(site=site, client=client, page_token=page_token if single_site else None))
         if any(task.client.tokens is tokens for task in tasks):
             # Here, not in the pool's threads: the write stays on the request's connection.
             tokens.record_use()
-    results = {result.site.pk: result for result in _fetch_all(tasks)}
+    results = {result.site.pk: result for result in [*_fetch_all(tasks, user=user), *deferred]}
 
     panels = []
     for connection in connections:

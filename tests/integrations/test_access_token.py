@@ -99,8 +99,13 @@ def test_rejected_token_already_replaced_by_another_worker_is_not_refreshed_agai
     assert len(mocked.calls) == 0
 
 
-def test_expiring_token_is_refreshed_even_while_backing_off_from_a_server_error(
-    alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock
+@pytest.mark.parametrize("rejected", [None, "old-access-secret"], ids=["expired", "rejected"])
+def test_no_token_call_while_the_connection_backs_off_from_a_server_error(
+    alice: User,
+    make_connection: ConnectionFactory,
+    mocked: responses.RequestsMock,
+    frozen: FakeClock,
+    rejected: str | None,
 ) -> None:
     connection = make_connection(
         alice,
@@ -109,9 +114,16 @@ def test_expiring_token_is_refreshed_even_while_backing_off_from_a_server_error(
         next_attempt_at=frozen.now() + timedelta(minutes=10),
         **expiring_in(frozen, seconds=-10),
     )
-    mocked.post(TOKEN_URL, json=token_reply(1))
 
-    assert access_token(connection) == "new-access-1-secret"
+    with pytest.raises(ConnectionUnusableError) as refused:
+        access_token(connection, rejected=rejected)
+
+    assert not refused.value.permanent
+    assert "next try is at" in refused.value.message
+    assert len(mocked.calls) == 0
+    frozen.advance(minutes=10)
+    mocked.post(TOKEN_URL, json=token_reply(1))
+    assert access_token(connection, rejected=rejected) == "new-access-1-secret"
 
 
 def rate_limited(make_connection: ConnectionFactory, user: User, frozen: FakeClock) -> JiraConnection:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import responses
+from django.core.cache import cache
 from django.db.backends.utils import CursorWrapper
 from django.test import Client
 from django.utils import timezone
@@ -374,7 +375,11 @@ def test_query_count_does_not_grow_with_connections(
     make_connection: ConnectionFactory,
     mocked: responses.RequestsMock,
     monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
 ) -> None:
+    # Every site fetched on every view: neither the cache nor the site cap may hide a query.
+    settings.MY_JIRA_CACHE_SECONDS = 0
+    settings.MY_JIRA_MAX_SITES = 25
     make_connection(alice)
     for _ in range(20):
         make_connection(bob)
@@ -406,3 +411,52 @@ def test_query_count_does_not_grow_with_connections(
     assert len(mocked.calls) == 1 + 1 + 20
     assert one == twenty, statements
     assert JiraConnection.objects.filter(user=bob).count() == 20
+
+
+def test_a_reload_within_the_cache_time_shows_the_issues_without_calling_jira(
+    alice_client: Client,
+    alice: User,
+    make_connection: ConnectionFactory,
+    mocked: responses.RequestsMock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    connection = make_connection(alice, sites=[("cloud-a", "https://acme.atlassian.net", "Acme")])
+    mocked.post(search_url("cloud-a"), json=page(issue("ACME-7", "Ship the release")))
+    stored: list[dict[str, Any]] = []
+    real_set_many = cache.set_many
+
+    def recording_set_many(data: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        stored.append(data)
+        return real_set_many(data, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "set_many", recording_set_many)
+
+    first = alice_client.get(PAGE).content.decode()
+    second = alice_client.get(PAGE).content.decode()
+
+    assert "Ship the release" in first
+    assert "Ship the release" in second
+    assert len(mocked.calls) == 1
+    # Only issues are cached: no token reaches a cache that may be a shared table or Redis.
+    assert len(stored) == 1
+    assert "ACME-7" in repr(stored)
+    assert connection.access_token not in repr(stored)
+
+
+def test_one_page_view_fetches_at_most_the_site_cap_and_links_the_rest(
+    alice_client: Client, alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, settings: Any
+) -> None:
+    settings.MY_JIRA_MAX_SITES = 2
+    sites = [(f"cloud-{n}", f"https://s{n}.atlassian.net", f"Site {n}") for n in range(3)]
+    connection = make_connection(alice, sites=sites)
+    for cloud_id, _url, _name in sites:
+        mocked.post(search_url(cloud_id), json=page(issue(f"{cloud_id.upper()}-1")))
+
+    html = alice_client.get(PAGE).content.decode()
+
+    assert len(mocked.calls) == 2
+    last = connection.sites.get(cloud_id="cloud-2")
+    assert "Show this site's issues" in html
+    assert f"?site={last.pk}" in html
+    assert alice_client.get(PAGE, {"site": last.pk}).status_code == 200
+    assert len(mocked.calls) == 3

@@ -125,6 +125,8 @@ def test_no_issued_secret_in_logs_pages_error_reports_or_raw_columns(
     # Error reports with DEBUG off, for crashes deep inside the refresh and API paths
     # (the HTML report lists every frame's local variables).
     settings.DEBUG = False
+    # The failure above left a backoff, which the access path honours: end it.
+    JiraConnection.objects.filter(pk=connection.pk).update(next_attempt_at=None)
     # Raised at the bottom of requests, below every frame that held a token or the secret.
     with mock.patch.object(HTTPAdapter, "send", side_effect=RuntimeError("network stack exploded")):
         reports = {
