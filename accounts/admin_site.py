@@ -25,6 +25,8 @@ from accounts import two_factor
 from accounts.models import User
 from accounts.views import safe_next
 
+THROTTLED = "Too many wrong codes in a row: wait a minute, then try the current code again."
+
 
 class CodeForm(forms.Form):
     code = forms.CharField(
@@ -100,7 +102,7 @@ class PortalAdminSite(admin.AdminSite):
                     "code", "That code is not right. Enter the current code from your app, or a recovery code."
                 )
             except two_factor.Throttled:
-                form.add_error("code", "Too many wrong codes in a row: wait a minute, then try the current code again.")
+                form.add_error("code", THROTTLED)
         return self._render(request, "admin/otp_verify.html", "Second factor", form=form)
 
     def otp_enroll(self, request: HttpRequest) -> HttpResponse:
@@ -113,12 +115,16 @@ class PortalAdminSite(admin.AdminSite):
             return self._second_factor_step(request, user)
         form = CodeForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            codes = two_factor.enrollment_confirm(request=request, user=user, code=form.cleaned_data["code"])
-            if codes is not None:
-                return self._render(
-                    request, "admin/otp_recovery_codes.html", "Your recovery codes", recovery_codes=codes
-                )
-            form.add_error("code", "That code is not right. Enter the code your app shows now.")
+            try:
+                codes = two_factor.enrollment_confirm(request=request, user=user, code=form.cleaned_data["code"])
+            except two_factor.Throttled:
+                form.add_error("code", THROTTLED)
+            else:
+                if codes is not None:
+                    return self._render(
+                        request, "admin/otp_recovery_codes.html", "Your recovery codes", recovery_codes=codes
+                    )
+                form.add_error("code", "That code is not right. Enter the code your app shows now.")
         enrollment = two_factor.enrollment_start(user=user)
         return self._render(
             request, "admin/otp_enroll.html", "Set up a second factor", form=form, enrollment=enrollment

@@ -72,10 +72,11 @@ def enrollment_confirm(*, request: HttpRequest, user: User, code: str) -> list[s
 
     On success: the device counts, this session is verified, and a fresh set of recovery
     codes replaces any older one. They are returned to be shown once; only the device
-    keeps them.
+    keeps them. Raises Throttled after too many wrong codes in a row.
     """
     device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=False).order_by("pk").first()
-    if device is None or not _TOTP_CODE.fullmatch(_normalized(code)) or not device.verify_token(_normalized(code)):
+    token = _normalized(code)
+    if device is None or not _TOTP_CODE.fullmatch(token) or not _accepts(device, token):
         return None
     device.confirmed = True
     device.save(update_fields=["confirmed"])
@@ -106,16 +107,23 @@ def verify(*, request: HttpRequest, user: User, code: str) -> bool:
         for device in devices_for_user(user, for_verify=True):
             if not isinstance(device, kind):
                 continue
-            allowed, _ = device.verify_is_allowed()
-            if not allowed:
+            try:
+                if _accepts(device, token):
+                    _verified_session(request, device)
+                    return True
+            except Throttled:
                 throttled = True
-                continue
-            if device.verify_token(token):
-                _verified_session(request, device)
-                return True
     if throttled:
         raise Throttled
     return False
+
+
+def _accepts(device: Device, token: str) -> bool:
+    """django-otp's check, which counts failures and then refuses for a doubling while."""
+    allowed, _ = device.verify_is_allowed()
+    if not allowed:
+        raise Throttled
+    return bool(device.verify_token(token))
 
 
 def _verified_session(request: HttpRequest, device: Device) -> None:

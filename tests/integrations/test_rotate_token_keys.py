@@ -18,7 +18,7 @@ from accounts.models import User
 from integrations import keys, services
 from integrations.keys import tokens_rotate
 from integrations.models import Actor, ConnectionEvent, ConnectionStatus, EventKind, JiraConnection
-from tests.conftest import ConnectionFactory
+from tests.conftest import ConnectionFactory, login_verified
 from tests.integrations.test_token_field import new_key, raw_token, reload, tamper
 
 COLUMNS = ("access_token", "refresh_token")
@@ -134,7 +134,7 @@ def test_tampered_token_marks_only_its_connection_and_keeps_its_bytes(
     page = client.get("/settings/")
     assert page.status_code == 200
     assert f'id="reconnect-banner-{broken.pk}"' in page.content.decode()
-    client.force_login(staff)
+    login_verified(client, staff)
     admin_page = client.get(f"/admin/integrations/jiraconnection/{broken.pk}/change/")
     assert admin_page.status_code == 200
     assert "token_unreadable" in admin_page.content.decode()
