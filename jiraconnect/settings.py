@@ -14,6 +14,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -215,24 +216,42 @@ FERNET_USE_HKDF = False
 INSTALLED_APPS = [
     "accounts",
     "integrations",
-    "django.contrib.admin",
+    # Django's admin with our own default site: it asks staff for a second factor.
+    "accounts.admin_config.PortalAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # Login brute-force protection: failed attempts live in the database, so a lockout
+    # holds across gunicorn workers and hosts (not per-process memory).
+    "axes",
+    # The admin's second factor: TOTP apps, plus single-use recovery codes.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    # Content-Security-Policy header.
+    "csp",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Permissions-Policy: the portal needs no camera, microphone, location...
+    "django_permissions_policy.PermissionsPolicyMiddleware",
+    # CSP with the Atlassian origins the current settings name (jiraconnect/security.py).
+    "jiraconnect.security.PortalCSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed the second factor.
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "jiraconnect.urls"
@@ -268,7 +287,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 AUTH_USER_MODEL = "accounts.User"
-AUTHENTICATION_BACKENDS = ["accounts.backends.EmailBackend"]
+# Axes first: it refuses a locked-out (account, address) pair before any password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "accounts.backends.EmailBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "settings"
 LOGOUT_REDIRECT_URL = "login"
@@ -340,6 +360,81 @@ if not DEBUG:
     # SECURE_PROXY_SSL_HEADER=true; never when clients can reach gunicorn directly.
     if _bool("SECURE_PROXY_SSL_HEADER", default=False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Login brute-force protection (django-axes) --------------------------------------
+# Per account AND address: an attacker spraying one address is stopped, yet cannot lock
+# the real user out from elsewhere. The database handler shares the count between every
+# worker and host. Behind a proxy REMOTE_ADDR is the proxy, and the lock is then per account.
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Ten tries per 15 minutes per (account, address) leaves a real user room for typos and
+# an attacker about a thousand guesses a day per address, against passwords that pass
+# Django's validators. A locked pair waits out the cool-off; each try while locked
+# restarts it (axes' default), and the lockout page says until when.
+AXES_FAILURE_LIMIT = 10
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+# Both login forms post the email address as "username" (User.USERNAME_FIELD is "email").
+AXES_USERNAME_FORM_FIELD = "username"
+# One count per address whatever its case, as login itself ignores case.
+AXES_USERNAME_CALLABLE = "accounts.lockout.attempted_username"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# Addresses and user names are personal data: kept out of axes' log lines.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "password"]
+# No start-up banner in every manage.py command's output.
+AXES_VERBOSE = False
+
+# --- Admin second factor (django-otp) -------------------------------------------------
+# Every staff session must pass a TOTP code (or a recovery code) before any admin page.
+# Waiving it is for local development only.
+ADMIN_REQUIRE_2FA = _bool("ADMIN_REQUIRE_2FA", default=True)
+if not ADMIN_REQUIRE_2FA and not DEBUG:
+    raise ImproperlyConfigured("ADMIN_REQUIRE_2FA may be false only when DEBUG is on.")
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="jiraconnect")
+# Keys and recovery codes never show in the device admin pages.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+
+# --- Content-Security-Policy and Permissions-Policy ------------------------------------
+# Everything from our own origin; no inline script anywhere. Images also over https
+# (Atlassian avatars live on several CDNs). PortalCSPMiddleware adds the Atlassian
+# authorization origin to form-action (Connect posts, then redirects there) and, for the
+# local sandbox only, its http origin to img-src.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "https:", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+PERMISSIONS_POLICY: dict[str, list[str]] = {
+    feature: []
+    for feature in (
+        "accelerometer",
+        "autoplay",
+        "camera",
+        "display-capture",
+        "encrypted-media",
+        "fullscreen",
+        "geolocation",
+        "gyroscope",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "publickey-credentials-get",
+        "screen-wake-lock",
+        "serial",
+        "usb",
+        "xr-spatial-tracking",
+    )
+}
 
 # --- Atlassian OAuth 2.0 (3LO) ------------------------------------------------------
 # Unset ATLASSIAN_CLIENT_ID = Jira is not configured: the settings page says so and

@@ -7,9 +7,6 @@ from django.views.generic import RedirectView
 from accounts import views as account_views
 from jiraconnect import views
 
-admin.site.site_header = "jiraconnect support"
-admin.site.site_title = "jiraconnect support"
-
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="settings", permanent=False), name="home"),
     path("accounts/", include("accounts.urls")),

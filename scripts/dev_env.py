@@ -16,6 +16,8 @@ def main(path: str) -> None:
     target.write_text(
         "# Local development settings written by `make run`; see .env.example for every variable.\n"
         "DEBUG=true\n"
+        "# Local admin without a second factor; production always requires one.\n"
+        "ADMIN_REQUIRE_2FA=false\n"
         f"SECRET_KEY={secrets.token_urlsafe(50)}\n"
         f"FERNET_KEYS={fernet_key}\n"
     )

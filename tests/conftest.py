@@ -12,6 +12,7 @@ import pytest
 import responses
 from django.core.cache import cache
 from django.db import connection as db_connection
+from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
@@ -78,6 +79,22 @@ def staff(db: None) -> User:
     return User.objects.create_user(
         "support@example.com", "staff horse battery staple", is_staff=True, is_superuser=True
     )
+
+
+def login_verified(client: Client, user: User) -> Client:
+    """Sign `user` in with a password AND a second factor, as the admin requires of staff:
+    a confirmed TOTP device, recorded on the session as django_otp.login would."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    client.force_login(user)
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first() or TOTPDevice.objects.create(
+        user=user, name="test app", confirmed=True
+    )
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return client
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from integrations.models import (
     EventKind,
     JiraConnection,
 )
-from tests.conftest import TOKEN_URL, ConnectionFactory
+from tests.conftest import TOKEN_URL, ConnectionFactory, login_verified
 
 CHANGELIST = "/admin/integrations/jiraconnection/"
 EVENTS = "/admin/integrations/connectionevent/"
@@ -64,8 +64,7 @@ def token_reply(access: str, refresh: str) -> dict[str, Any]:
 
 @pytest.fixture
 def staff_client(client: Client, staff: User) -> Client:
-    client.force_login(staff)
-    return client
+    return login_verified(client, staff)
 
 
 @pytest.fixture
@@ -520,7 +519,7 @@ def test_non_staff_are_sent_to_the_admin_login(
 def test_staff_with_view_permission_can_look_but_not_act(
     client: Client, pair: tuple[JiraConnection, JiraConnection], mocked: responses.RequestsMock
 ) -> None:
-    client.force_login(staff_with("view_jiraconnection", "view_connectionevent"))
+    login_verified(client, staff_with("view_jiraconnection", "view_connectionevent"))
 
     assert client.get(CHANGELIST).status_code == 200
     html = client.get(change_url(pair[0])).content.decode()
@@ -537,7 +536,7 @@ def test_staff_with_view_permission_can_look_but_not_act(
 
 def test_staff_with_change_permission_can_act(client: Client, pair: tuple[JiraConnection, JiraConnection]) -> None:
     helpdesk = staff_with("view_jiraconnection", "change_jiraconnection")
-    client.force_login(helpdesk)
+    login_verified(client, helpdesk)
 
     run_action(client, "mark_needs_reconnect", pair[0])
 
@@ -546,7 +545,7 @@ def test_staff_with_change_permission_can_act(client: Client, pair: tuple[JiraCo
 
 
 def test_staff_without_permissions_are_refused(client: Client, pair: tuple[JiraConnection, JiraConnection]) -> None:
-    client.force_login(staff_with())
+    login_verified(client, staff_with())
 
     assert client.get(CHANGELIST).status_code == 403
     assert client.get(EVENTS).status_code == 403

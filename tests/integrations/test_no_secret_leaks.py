@@ -21,7 +21,7 @@ from django.views.debug import ExceptionReporter
 
 from accounts.models import User
 from integrations.models import ConnectionStatus, JiraConnection
-from tests.conftest import TOKEN_URL
+from tests.conftest import TOKEN_URL, login_verified
 from tests.integrations.oauth_helpers import (
     ACCESS_TOKEN,
     CALLBACK_PATH,
@@ -103,7 +103,7 @@ def _staff_refresh_now(client: Client, mocked: responses.RequestsMock) -> list[b
     mocked.reset()
     rotated = token_reply(access_token=ROTATED_ACCESS_TOKEN, refresh_token=ROTATED_REFRESH_TOKEN)
     mocked.add(responses.POST, TOKEN_URL, json=rotated)
-    staff = logged_in(User.objects.create_superuser("support@example.com", "staff horse battery staple"))
+    staff = login_verified(Client(), User.objects.create_superuser("support@example.com", "staff horse battery staple"))
     action = {"action": "refresh_now", "index": "0", "_selected_action": [str(connection.pk)]}
     pages.append(staff.post(ADMIN_CONNECTIONS, action, follow=True).content)
     pages.append(staff.get(f"{ADMIN_CONNECTIONS}{connection.pk}/change/").content)

@@ -19,7 +19,7 @@ from integrations.lifecycle import keys
 from integrations.lifecycle.keys import tokens_rotate
 from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_for_access
 from integrations.models import Actor, ConnectionEvent, ConnectionStatus, EventKind, JiraConnection
-from tests.conftest import ConnectionFactory
+from tests.conftest import ConnectionFactory, login_verified
 from tests.integrations.test_token_field import new_key, raw_token, reload, tamper
 
 COLUMNS = ("access_token", "refresh_token")
@@ -135,7 +135,7 @@ def test_tampered_token_marks_only_its_connection_and_keeps_its_bytes(
     page = client.get("/settings/")
     assert page.status_code == 200
     assert f'id="reconnect-banner-{broken.pk}"' in page.content.decode()
-    client.force_login(staff)
+    login_verified(client, staff)
     admin_page = client.get(f"/admin/integrations/jiraconnection/{broken.pk}/change/")
     assert admin_page.status_code == 200
     assert "token_unreadable" in admin_page.content.decode()

@@ -30,6 +30,7 @@ from integrations.lifecycle.access import jira_for
 from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_for_access
 from integrations.models import ConnectionEvent, JiraConnection
 from sandbox.testing import approve
+from tests.conftest import login_verified
 from tests.integrations.oauth_helpers import CALLBACK_PATH, CONNECT_PATH
 from tests.proof.conftest import StartSandbox
 from tests.proof.harness import (
@@ -108,7 +109,7 @@ def test_no_issued_secret_in_logs_pages_error_reports_or_raw_columns(
 
     # Support staff's pages: every list and every connection's and event's own page.
     admin = Client()
-    admin.force_login(staff)
+    login_verified(admin, staff)
     urls = ["/admin/integrations/jiraconnection/", "/admin/integrations/connectionevent/"]
     urls += [
         f"/admin/integrations/jiraconnection/{pk}/change/" for pk in JiraConnection.objects.values_list("pk", flat=True)
