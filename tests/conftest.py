@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import responses
+from django.core.cache import cache
 from django.db import connection as db_connection
 from django.utils import timezone
 
@@ -52,6 +53,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         # On CI a skipped test is a missing install step, not an excuse.
         report.outcome = "failed"
         report.longrepr = f"skipped on CI (CI=true forbids skips): {report.longrepr}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_abuse_counters(request: pytest.FixtureRequest) -> None:
+    """The cache (abuse-limit counters) is a database table: rolled back with each plain
+    `db` test, but committed by transactional ones (live_server), where one test's
+    sign-ups would otherwise count against the next."""
+    marker = request.node.get_closest_marker("django_db")
+    if (
+        "transactional_db" in request.fixturenames
+        or "live_server" in request.fixturenames
+        or (marker is not None and marker.kwargs.get("transaction"))
+    ):
+        request.getfixturevalue("transactional_db")
+        cache.clear()
 
 
 def is_postgres() -> bool:
