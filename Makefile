@@ -6,19 +6,19 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SANDBOX_PORT ?= 8001
 
-.PHONY: run test lint typecheck pytest bench proof clean
+.PHONY: run test lint typecheck pytest lock audit bench proof clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The locks (requirements.txt, requirements-dev.txt) pin every package with its hashes:
+# pip refuses anything else. Edit requirements*.in, then `make lock`.
 $(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --require-hashes -r requirements.txt
 	touch $@
 
 $(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
 .env:
@@ -26,6 +26,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
 
 run: $(VENV)/.runtime .env
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py createcachetable
 	$(PY) scripts/run.py --host $(HOST) --port $(PORT) --sandbox-port $(SANDBOX_PORT)
 
 lint: $(VENV)/.dev
@@ -39,6 +40,18 @@ pytest: $(VENV)/.dev
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Re-resolve the locks from requirements*.in (every transitive pin, hashes for every file
+# PyPI has of it). Upgrade one package: make lock LOCK_ARGS="--upgrade-package django".
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
+	--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+lock: $(VENV)/.dev
+	$(PIP_COMPILE) --output-file requirements.txt requirements.in
+	$(PIP_COMPILE) --output-file requirements-dev.txt requirements-dev.in
+
+# Known vulnerabilities (PyPI's advisory data) in every locked package; fails on any.
+audit: $(VENV)/.dev
+	$(VENV)/bin/pip-audit --strict --disable-pip --require-hashes -r requirements.txt -r requirements-dev.txt
 
 # Benchmarks on PostgreSQL (BENCH_DATABASE_URL; docs/benchmarks.md), about 10 minutes;
 # one of them: make bench BENCH_ARGS=refresh. Load comes from wrk if installed.

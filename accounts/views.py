@@ -15,6 +15,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from accounts.forms import SignUpForm
 from accounts.models import User
 from integrations import selectors as integration_selectors
+from jiraconnect import ratelimits
 
 
 def safe_next(request: HttpRequest, default: str) -> str:
@@ -29,6 +30,7 @@ def safe_next(request: HttpRequest, default: str) -> str:
 
 @sensitive_post_parameters("password1", "password2")
 @csrf_protect
+@ratelimits.rate_limited(*ratelimits.SIGNUP)
 @never_cache
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:

@@ -293,6 +293,7 @@ def configure_portal(*, sandbox_url: str, db_url: str) -> None:
 
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
+    call_command("createcachetable", verbosity=0)
     call_command("collectstatic", verbosity=0, interactive=False)
 
 

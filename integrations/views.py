@@ -11,6 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -25,6 +26,7 @@ from integrations.lifecycle.connect import (
     site_set_enabled,
 )
 from integrations.models import Actor, JiraConnection, JiraSite
+from jiraconnect import ratelimits
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ def provider_text(value: str | None, *, limit: int = 200) -> str:
 
 @require_POST
 @login_required
+@ratelimits.rate_limited(*ratelimits.JIRA_CONNECT)
 @never_cache
 def connect(request: HttpRequest) -> HttpResponse:
     if not jira_configured():
@@ -218,11 +221,17 @@ def disconnect(request: HttpRequest, connection_id: int) -> HttpResponse:
         )
     assert isinstance(request.user, User)
     connection_disconnect(connection=connection, actor=Actor.USER, actor_user=request.user)
+    # Built as safe HTML: messages are shown as plain text (never urlized, since some
+    # carry Atlassian's words), so the one link we mean is written out here.
     messages.success(
         request,
-        f"Disconnected {connection.account_name or 'your Atlassian account'}: its tokens are deleted from this "
-        "portal. Atlassian offers apps no way to revoke your consent; to remove it, visit "
-        f"{CONNECTED_APPS_URL} and remove this app.",
+        format_html(
+            "Disconnected {}: its tokens are deleted from this portal. Atlassian offers apps no way to revoke "
+            'your consent; to remove it, visit <a href="{}" rel="noopener noreferrer">{}</a> and remove this app.',
+            connection.account_name or "your Atlassian account",
+            CONNECTED_APPS_URL,
+            CONNECTED_APPS_URL,
+        ),
     )
     return redirect("settings")
 

@@ -156,6 +156,28 @@ def email_url(name: str, value: str) -> dict[str, Any]:
     return config
 
 
+def rate(name: str, default: str) -> str | None:
+    """A django-ratelimit rate such as 10/h or 30/5m (count / [n]s|m|h|d); "off" = no limit."""
+    raw: str = env.str(name, default=default).strip().lower()
+    if raw == "off":
+        return None
+    match = re.fullmatch(r"([0-9]+)/([0-9]*)([smhd])", raw)
+    if not match or int(match[1]) < 1 or (match[2] and int(match[2]) < 1):
+        raise ImproperlyConfigured(
+            f"{name} must be a rate like 10/h or 30/5m (requests / period in s, m, h or d), or off; not {raw!r}."
+        )
+    return raw
+
+
+def redis_url(name: str, value: str) -> str:
+    if _scheme(value) not in ("redis", "rediss", "unix") or not urlsplit(value).netloc + urlsplit(value).path:
+        # Never echoed: it may hold a password.
+        raise ImproperlyConfigured(
+            f"{name} is not a Redis URL (scheme {_scheme(value)!r}); for example redis://127.0.0.1:6379/0."
+        )
+    return value
+
+
 def log_level(name: str, value: str) -> str:
     level = value.strip().upper() or "INFO"
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -183,14 +205,6 @@ def fernet_keys(name: str, value: str) -> list[str]:
 
 DEBUG = _bool("DEBUG", default=False)
 
-_DEV_SECRET_KEY = "django-insecure-local-development-key-never-use-in-production"  # noqa: S105
-SECRET_KEY = env.str("SECRET_KEY", default="")
-if DEBUG and not SECRET_KEY:
-    SECRET_KEY = _DEV_SECRET_KEY
-_required("SECRET_KEY", SECRET_KEY)
-if not DEBUG and (SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50):
-    raise ImproperlyConfigured("SECRET_KEY must be at least 50 random characters when DEBUG is off.")
-
 ALLOWED_HOSTS = [
     host.strip()
     for host in env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
@@ -198,6 +212,21 @@ ALLOWED_HOSTS = [
 ]
 if not DEBUG and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off.")
+
+_DEV_SECRET_KEY = "django-insecure-local-development-key-never-use-in-production"  # noqa: S105
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if DEBUG and not SECRET_KEY:
+    # The committed key signs sessions and reset links: only tolerable while nobody but
+    # this machine can reach the portal (DEBUG=1 exposed on a network host would not be).
+    if not all(is_loopback(host.strip("[]")) for host in ALLOWED_HOSTS):
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is on and ALLOWED_HOSTS names a host other than "
+            "127.0.0.1, localhost or ::1."
+        )
+    SECRET_KEY = _DEV_SECRET_KEY
+_required("SECRET_KEY", SECRET_KEY)
+if not DEBUG and (SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50):
+    raise ImproperlyConfigured("SECRET_KEY must be at least 50 random characters when DEBUG is off.")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # Tokens at rest are encrypted with FERNET_KEYS, newest first: a key list kept apart
@@ -249,6 +278,8 @@ MIDDLEWARE = [
     # request.user.is_verified(): whether this session passed the second factor.
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # After messages: it tells a user whose session ended why.
+    "accounts.middleware.SessionLifetimeMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as axes asks: turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
@@ -334,7 +365,57 @@ MY_JIRA_CACHE_SECONDS = _int("MY_JIRA_CACHE_SECONDS", default=30)
 # The audit trail keeps what changed a connection's state and what staff did, this long.
 EVENT_RETENTION_DAYS = _int("EVENT_RETENTION_DAYS", default=365)
 
+# --- Cache: shared by every worker and host (abuse-limit counters live here) -------------
+# Without REDIS_URL the database is the cache: shared, but each counter costs queries and
+# its increments are not atomic (see README, Security). `manage.py createcachetable` makes
+# the table; the test runner makes it in test databases.
+REDIS_URL = env.str("REDIS_URL", default="").strip()
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url("REDIS_URL", REDIS_URL),
+            "KEY_PREFIX": "jiraconnect",
+            # A Redis that does not answer must not hang a worker.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "jiraconnect_cache",
+            # Django's default (300) culls a third of the table when exceeded: a flood of
+            # fresh keys would then evict the counters that hold an attacker back.
+            "OPTIONS": {"MAX_ENTRIES": 50_000},
+        }
+    }
+
+# --- Abuse limits (django-ratelimit, POSTs only; a limited request gets templates/429.html) ---
+# Client address for the per-IP limits: REMOTE_ADDR, unless TRUSTED_PROXY_COUNT names how
+# many proxies of ours append to X-Forwarded-For (jiraconnect/ratelimits.py).
+TRUSTED_PROXY_COUNT = _int("TRUSTED_PROXY_COUNT", default=0)
+RATELIMIT_IP_META_KEY = "jiraconnect.ratelimits.client_ip"
+# A cache that fails lets requests through (logged): Redis down must not lock everyone out.
+RATELIMIT_FAIL_OPEN = True
+RATE_LIMIT_SIGNUP_PER_IP = rate("RATE_LIMIT_SIGNUP_PER_IP", "10/h")
+RATE_LIMIT_LOGIN_PER_IP = rate("RATE_LIMIT_LOGIN_PER_IP", "30/5m")
+RATE_LIMIT_LOGIN_PER_ADDRESS = rate("RATE_LIMIT_LOGIN_PER_ADDRESS", "10/15m")
+RATE_LIMIT_PASSWORD_RESET_PER_IP = rate("RATE_LIMIT_PASSWORD_RESET_PER_IP", "10/h")
+RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS = rate("RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS", "3/h")
+RATE_LIMIT_JIRA_CONNECT_PER_USER = rate("RATE_LIMIT_JIRA_CONNECT_PER_USER", "10/10m")
+
 # --- Security -----------------------------------------------------------------------
+# Sessions end after SESSION_IDLE_TIMEOUT seconds without a request and SESSION_COOKIE_AGE
+# seconds after sign-in, whichever comes first (accounts/middleware.py).
+SESSION_COOKIE_AGE = _int("SESSION_COOKIE_AGE", default=12 * 60 * 60)
+SESSION_IDLE_TIMEOUT = _int("SESSION_IDLE_TIMEOUT", default=30 * 60)
+if not 60 <= SESSION_IDLE_TIMEOUT <= SESSION_COOKIE_AGE:
+    raise ImproperlyConfigured(
+        "SESSION_IDLE_TIMEOUT must be at least 60 seconds and at most SESSION_COOKIE_AGE "
+        f"({SESSION_COOKIE_AGE}), not {SESSION_IDLE_TIMEOUT}."
+    )
+PASSWORD_RESET_TIMEOUT = 60 * 60
 # Lax, not Strict: Strict drops the session on the top-level return from Atlassian,
 # and the OAuth state check would then always fail.
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -356,6 +437,10 @@ if not DEBUG:
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    # The __Host- prefix makes browsers refuse these cookies unless Secure, Path=/ and
+    # without Domain: a sibling subdomain cannot plant or overwrite them.
+    SESSION_COOKIE_NAME = "__Host-sessionid"
+    CSRF_COOKIE_NAME = "__Host-csrftoken"
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto, set
     # SECURE_PROXY_SSL_HEADER=true; never when clients can reach gunicorn directly.
     if _bool("SECURE_PROXY_SSL_HEADER", default=False):

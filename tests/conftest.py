@@ -56,6 +56,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         report.longrepr = f"skipped on CI (CI=true forbids skips): {report.longrepr}"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_abuse_counters(request: pytest.FixtureRequest) -> None:
+    """The cache (abuse-limit counters) is a database table: rolled back with each plain
+    `db` test, but committed by transactional ones (live_server), where one test's
+    sign-ups would otherwise count against the next."""
+    marker = request.node.get_closest_marker("django_db")
+    if (
+        "transactional_db" in request.fixturenames
+        or "live_server" in request.fixturenames
+        or (marker is not None and marker.kwargs.get("transaction"))
+    ):
+        request.getfixturevalue("transactional_db")
+        cache.clear()
+
+
 def is_postgres() -> bool:
     return db_connection.vendor == "postgresql"
 
@@ -136,12 +151,3 @@ def make_connection(db: None) -> ConnectionFactory:
         return connection
 
     return factory
-
-
-@pytest.fixture(autouse=True)
-def empty_cache() -> Iterator[None]:
-    """Each test starts with an empty cache: My Jira's page cache and the abuse limits
-    live there, and ids repeat between tests."""
-    cache.clear()
-    yield
-    cache.clear()

@@ -173,6 +173,16 @@ def test_https_or_loopback_http_endpoint_is_accepted(prod: dict[str, str], value
         ("EMAIL_URL", "smtp://smtp.example.com:notaport"),
         ("LOG_LEVEL", "bogus"),
         ("LOG_LEVEL", "WARN ING"),
+        ("RATE_LIMIT_LOGIN_PER_IP", "lots"),
+        ("RATE_LIMIT_LOGIN_PER_IP", "10"),
+        ("RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS", "0/h"),
+        ("RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS", "3/0h"),
+        ("RATE_LIMIT_JIRA_CONNECT_PER_USER", "10/w"),
+        ("TRUSTED_PROXY_COUNT", "-1"),
+        ("SESSION_IDLE_TIMEOUT", "30"),
+        ("SESSION_IDLE_TIMEOUT", "86400"),  # longer than the absolute age
+        ("REDIS_URL", "http://cache.internal:6379"),
+        ("REDIS_URL", "cache.internal:6379"),
     ],
 )
 def test_malformed_setting_fails_naming_it(prod: dict[str, str], name: str, value: str) -> None:
@@ -186,6 +196,7 @@ def test_malformed_setting_fails_naming_it(prod: dict[str, str], name: str, valu
     [
         ("DATABASE_URL", "postgres://portal:s3cret-pass@db.example.com:notaport/jiraconnect"),
         ("EMAIL_URL", "smtp+tls://portal:s3cret-pass@smtp.example.com:notaport"),
+        ("REDIS_URL", "http://:s3cret-pass@cache.internal:6379"),
     ],
 )
 def test_malformed_url_fails_without_echoing_its_password(prod: dict[str, str], name: str, value: str) -> None:
@@ -298,3 +309,105 @@ def test_jiraconnect_env_file_naming_a_missing_file_fails_naming_it(prod: dict[s
     prod["JIRACONNECT_ENV_FILE"] = str(tmp_path / "missing.env")
 
     assert improperly_configured(manage("check", env=prod)).startswith("JIRACONNECT_ENV_FILE ")
+
+
+# --- Security settings (issue 11) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("hosts", ["portal.example.com", "127.0.0.1,portal.example.com", "*", ".example.com"])
+def test_debug_without_a_secret_key_refuses_any_host_but_this_machine(tmp_path: Path, hosts: str) -> None:
+    env = {"DEBUG": "true", "ALLOWED_HOSTS": hosts, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+
+    assert improperly_configured(manage("check", env=env)).startswith("SECRET_KEY must be set when DEBUG is on")
+
+
+@pytest.mark.parametrize("hosts", ["127.0.0.1,localhost,::1,[::1]", None])
+def test_debug_without_a_secret_key_starts_when_only_this_machine_is_allowed(tmp_path: Path, hosts: str | None) -> None:
+    env = {"DEBUG": "true", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    if hosts is not None:
+        env["ALLOWED_HOSTS"] = hosts
+
+    assert settings_seen(env, "DEBUG")["DEBUG"] is True
+
+
+def test_production_cookies_carry_the_host_prefix(prod: dict[str, str]) -> None:
+    seen = settings_seen(
+        prod,
+        "SESSION_COOKIE_NAME",
+        "CSRF_COOKIE_NAME",
+        "SESSION_COOKIE_SECURE",
+        "CSRF_COOKIE_SECURE",
+        "SESSION_COOKIE_DOMAIN",
+        "CSRF_COOKIE_DOMAIN",
+        "SESSION_COOKIE_PATH",
+        "CSRF_COOKIE_PATH",
+    )
+
+    # __Host- cookies are dropped by browsers unless Secure, Path=/ and without Domain.
+    assert seen == {
+        "SESSION_COOKIE_NAME": "__Host-sessionid",
+        "CSRF_COOKIE_NAME": "__Host-csrftoken",
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SESSION_COOKIE_DOMAIN": None,
+        "CSRF_COOKIE_DOMAIN": None,
+        "SESSION_COOKIE_PATH": "/",
+        "CSRF_COOKIE_PATH": "/",
+    }
+
+
+def test_production_defaults_for_sessions_reset_links_cache_and_limits(prod: dict[str, str]) -> None:
+    seen = settings_seen(
+        prod,
+        "SESSION_COOKIE_AGE",
+        "SESSION_IDLE_TIMEOUT",
+        "PASSWORD_RESET_TIMEOUT",
+        "CACHES",
+        "TRUSTED_PROXY_COUNT",
+        "RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS",
+    )
+
+    assert seen["SESSION_COOKIE_AGE"] == 12 * 3600
+    assert seen["SESSION_IDLE_TIMEOUT"] == 30 * 60
+    assert seen["PASSWORD_RESET_TIMEOUT"] == 3600
+    assert seen["CACHES"]["default"]["BACKEND"] == "django.core.cache.backends.db.DatabaseCache"
+    assert seen["TRUSTED_PROXY_COUNT"] == 0
+    assert seen["RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS"] == "3/h"
+
+
+def test_redis_url_makes_redis_the_shared_cache(prod: dict[str, str]) -> None:
+    prod["REDIS_URL"] = "redis://:s3cret-pass@cache.internal:6379/2"
+
+    cache = settings_seen(prod, "CACHES")["CACHES"]["default"]
+
+    assert cache["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert cache["LOCATION"] == "redis://:s3cret-pass@cache.internal:6379/2"
+
+
+def test_limits_sessions_and_proxies_are_read_from_the_environment(prod: dict[str, str]) -> None:
+    prod.update(
+        {
+            "RATE_LIMIT_LOGIN_PER_IP": "100/10M",
+            "RATE_LIMIT_SIGNUP_PER_IP": "off",
+            "TRUSTED_PROXY_COUNT": "1",
+            "SESSION_COOKIE_AGE": "28800",
+            "SESSION_IDLE_TIMEOUT": "900",
+        }
+    )
+
+    seen = settings_seen(
+        prod,
+        "RATE_LIMIT_LOGIN_PER_IP",
+        "RATE_LIMIT_SIGNUP_PER_IP",
+        "TRUSTED_PROXY_COUNT",
+        "SESSION_COOKIE_AGE",
+        "SESSION_IDLE_TIMEOUT",
+    )
+
+    assert seen == {
+        "RATE_LIMIT_LOGIN_PER_IP": "100/10m",
+        "RATE_LIMIT_SIGNUP_PER_IP": None,
+        "TRUSTED_PROXY_COUNT": 1,
+        "SESSION_COOKIE_AGE": 28800,
+        "SESSION_IDLE_TIMEOUT": 900,
+    }

@@ -176,28 +176,31 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="my-jira")
 
 
-def _cache_key(*, user: User, task: _Task) -> str:
-    token = hashlib.sha256((task.page_token or "").encode()).hexdigest()[:32]
-    return f"myjira:v1:{user.pk}:{task.site.pk}:{token}"
+def _cache_key(*, user: User, site_id: int | None, page_token: str | None) -> str:
+    token = hashlib.sha256((page_token or "").encode()).hexdigest()[:32]
+    return f"myjira:v2:{user.pk}:{site_id or 'all'}:{token}"
 
 
-def _fetch_all(tasks: list[_Task], *, user: User) -> list[SiteIssues]:
-    """Each site's result, from the short-lived cache when a reload finds one there.
+def _fetch_all(tasks: list[_Task], *, key: str) -> list[SiteIssues]:
+    """Each site's result, reused from the short-lived cache on a reload.
 
-    Only issues are cached (keyed by user, site and page), never a connection or a token:
-    the cache may be a shared database table or Redis."""
-    keys = {task.site.pk: _cache_key(user=user, task=task) for task in tasks}
-    cached: dict[str, tuple[list[IssueRow], str]] = cache.get_many(list(keys.values())) if tasks else {}
+    One cache entry per page view (one read, at most one write, whatever the number of
+    sites: the cache may be a database table). Only issues are cached, never a connection
+    or a token: the cache may be shared by every host."""
+    if not tasks:
+        return []
+    ttl = settings.MY_JIRA_CACHE_SECONDS
+    cached: dict[int, tuple[list[IssueRow], str]] = (cache.get(key) or {}) if ttl else {}
     results = [
-        SiteIssues(site=task.site, issues=cached[keys[task.site.pk]][0], more_url=cached[keys[task.site.pk]][1])
+        SiteIssues(site=task.site, issues=cached[task.site.pk][0], more_url=cached[task.site.pk][1])
         for task in tasks
-        if keys[task.site.pk] in cached
+        if task.site.pk in cached
     ]
-    missing = [task for task in tasks if keys[task.site.pk] not in cached]
+    missing = [task for task in tasks if task.site.pk not in cached]
     fetched = list(_pool().map(_fetch, missing)) if missing else []
-    fresh = {keys[r.site.pk]: (r.issues, r.more_url) for r in fetched if not r.error}
-    if fresh:
-        cache.set_many(fresh, timeout=settings.MY_JIRA_CACHE_SECONDS)
+    fresh = {r.site.pk: (r.issues, r.more_url) for r in fetched if not r.error}
+    if ttl and fresh:
+        cache.set(key, {**cached, **fresh}, timeout=ttl)
     return results + fetched
 
 
@@ -245,7 +248,8 @@ def my_jira_page(*, user: User, site_id: int | None = None, page_token: str | No
         if any(task.client.tokens is tokens for task in tasks):
             # Here, not in the pool's threads: the write stays on the request's connection.
             tokens.record_use()
-    results = {result.site.pk: result for result in [*_fetch_all(tasks, user=user), *deferred]}
+    key = _cache_key(user=user, site_id=site_id, page_token=page_token)
+    results = {result.site.pk: result for result in [*_fetch_all(tasks, key=key), *deferred]}
 
     panels = []
     for connection in connections:

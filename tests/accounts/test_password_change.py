@@ -63,3 +63,17 @@ def test_weak_new_password_is_refused(client: Client, alice: User) -> None:
     assert "The password is too similar to the email address." in page
     alice.refresh_from_db()
     assert alice.check_password(OLD_PASSWORD)
+
+
+def test_the_password_change_pages_are_never_stored(client: Client, alice: User) -> None:
+    client.force_login(alice)
+
+    form = client.get(CHANGE)
+    changed = client.post(
+        CHANGE, {"old_password": OLD_PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD}
+    )
+    done = client.get(changed.url)
+
+    assert [form.status_code, changed.status_code, done.status_code] == [200, 302, 200]
+    for response in (form, changed, done):
+        assert "no-store" in response["Cache-Control"]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
 
+import pytest
+from django.contrib.auth.tokens import PasswordResetTokenGenerator
 from django.core import mail
+from django.http import HttpResponse
 from django.test import Client
 
 from accounts.models import User
@@ -100,3 +104,47 @@ def test_unknown_email_sends_nothing_but_shows_the_same_page(client: Client, ali
     assert unknown.redirect_chain == known.redirect_chain == [(RESET_DONE, 302)]
     assert unknown.content == known.content
     assert "If an account exists for that address" in unknown.content.decode()
+
+
+def _link_opened_after(client: Client, monkeypatch: pytest.MonkeyPatch, minutes: int) -> str:
+    client.post(RESET, {"email": "alice@example.com"})
+    link = reset_link(mail.outbox[0])
+    later = datetime.now() + timedelta(minutes=minutes)
+    monkeypatch.setattr(PasswordResetTokenGenerator, "_now", lambda self: later)
+    return client.get(link, follow=True).content.decode()
+
+
+def test_a_reset_link_still_works_59_minutes_later(
+    client: Client, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = _link_opened_after(client, monkeypatch, minutes=59)
+
+    assert 'name="new_password1"' in page
+
+
+def test_a_reset_link_has_expired_61_minutes_later(
+    client: Client, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = _link_opened_after(client, monkeypatch, minutes=61)
+
+    assert "This link has expired" in page
+    assert 'name="new_password1"' not in page
+
+
+def _pages_of_the_reset_journey(client: Client) -> list[tuple[str, HttpResponse]]:
+    seen: list[tuple[str, HttpResponse]] = [(RESET, client.get(RESET))]
+    posted = client.post(RESET, {"email": "alice@example.com"})
+    seen += [(f"POST {RESET}", posted), (RESET_DONE, client.get(RESET_DONE))]
+    link = reset_link(mail.outbox[0])
+    to_form = client.get(link)
+    seen += [(link, to_form), (to_form.url, client.get(to_form.url))]
+    done = client.post(to_form.url, {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
+    seen += [(f"POST {to_form.url}", done), (done.url, client.get(done.url))]
+    return seen
+
+
+def test_every_page_of_the_reset_journey_is_never_stored(client: Client, alice: User) -> None:
+    pages = _pages_of_the_reset_journey(client)
+
+    assert [url for url, response in pages if "no-store" not in response.get("Cache-Control", "")] == []
+    assert [response.status_code for _, response in pages] == [200, 302, 200, 302, 200, 302, 200]

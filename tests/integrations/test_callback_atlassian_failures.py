@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import responses
 
@@ -134,3 +136,21 @@ def test_unknown_error_from_atlassian_is_reported_not_swallowed(alice: User, moc
     html = response.content.decode()
     assert "Atlassian could not complete the connection (invalid_scope): scope is not allowed" in html
     assert len(mocked.calls) == 0
+
+
+def test_a_link_in_atlassians_error_text_is_shown_as_plain_text(alice: User, mocked: responses.RequestsMock) -> None:
+    client = logged_in(alice)
+
+    response = client.get(
+        "/integrations/jira/callback/",
+        {
+            "error": "server_error",
+            "error_description": "Visit https://evil.example/fix or www.evil.example now",
+            "state": start_flow(client),
+        },
+        follow=True,
+    )
+
+    html = response.content.decode()
+    assert "Visit https://evil.example/fix or www.evil.example now" in html
+    assert "evil.example" not in "".join(re.findall(r"<a [^>]*>", html))

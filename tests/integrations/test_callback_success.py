@@ -177,6 +177,7 @@ def test_reconnecting_the_same_account_updates_the_row_and_resyncs_sites(
     later = timezone.now() + timedelta(days=30)
 
     with mock.patch("integrations.clock.now", return_value=later):
+        client.force_login(alice)  # a month on, the session has long ended: a fresh sign-in
         response = connect(
             client,
             mocked,

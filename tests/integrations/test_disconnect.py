@@ -71,6 +71,9 @@ def test_after_disconnect_the_user_is_pointed_to_atlassians_connected_apps(
     html = response.content.decode()
     assert "Disconnected Alice Work: its tokens are deleted from this portal." in html
     assert f'<a href="{CONNECTED_APPS_URL}"' in html
+    # The message itself links there (messages are plain text; this link is ours).
+    message = html.split('<ul class="messages"', 1)[1].split("</ul>", 1)[0]
+    assert f'<a href="{CONNECTED_APPS_URL}" rel="noopener noreferrer">{CONNECTED_APPS_URL}</a>' in message
     assert f'id="connection-{connection.pk}"' not in html
 
 

@@ -422,14 +422,14 @@ def test_a_reload_within_the_cache_time_shows_the_issues_without_calling_jira(
 ) -> None:
     connection = make_connection(alice, sites=[("cloud-a", "https://acme.atlassian.net", "Acme")])
     mocked.post(search_url("cloud-a"), json=page(issue("ACME-7", "Ship the release")))
-    stored: list[dict[str, Any]] = []
-    real_set_many = cache.set_many
+    stored: list[Any] = []
+    real_set = cache.set
 
-    def recording_set_many(data: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        stored.append(data)
-        return real_set_many(data, *args, **kwargs)
+    def recording_set(key: str, value: Any, *args: Any, **kwargs: Any) -> Any:
+        stored.append(value)
+        return real_set(key, value, *args, **kwargs)
 
-    monkeypatch.setattr(cache, "set_many", recording_set_many)
+    monkeypatch.setattr(cache, "set", recording_set)
 
     first = alice_client.get(PAGE).content.decode()
     second = alice_client.get(PAGE).content.decode()
