@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import http.client
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.manage_run import PROJECT, child_env, production_env
+from sandbox.testing import free_port
+from tests.support.processes import PROJECT, child_env, production_env
 
 CODE = "code-that-must-not-be-logged-3f9a"
 STATE = "state-that-must-not-be-logged-b71c"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def get(port: int, path: str) -> int:

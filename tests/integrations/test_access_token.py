@@ -18,15 +18,9 @@ from integrations.lifecycle.access import (
     jira_for,
 )
 from integrations.models import ConnectionStatus, JiraConnection, JiraSite
-from tests.conftest import TOKEN_URL, ConnectionFactory
-from tests.integrations.refresh_support import (
-    OTHER_FERNET_KEY,
-    FakeClock,
-    fresh,
-    install_clock,
-    token_calls,
-    token_reply,
-)
+from tests.support.atlassian import TOKEN_URL, token_calls, token_reply
+from tests.support.clock import FakeClock, install_clock
+from tests.support.connections import OTHER_FERNET_KEY, ConnectionFactory, fresh
 
 pytestmark = pytest.mark.django_db
 

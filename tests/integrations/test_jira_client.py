@@ -15,8 +15,9 @@ from accounts.models import User
 from integrations import atlassian
 from integrations.lifecycle.access import CLAIM_POLL_SECONDS, ConnectionUnusableError, jira_for
 from integrations.models import ConnectionStatus, JiraConnection
-from tests.conftest import API, TOKEN_URL, ConnectionFactory
-from tests.integrations.refresh_support import FakeClock, fresh, install_clock, token_calls, token_reply
+from tests.support.atlassian import API, TOKEN_URL, token_calls, token_reply
+from tests.support.clock import FakeClock, install_clock
+from tests.support.connections import ConnectionFactory, fresh
 
 pytestmark = pytest.mark.django_db
 
