@@ -14,6 +14,7 @@ import responses
 
 from accounts.models import User
 from tests.support.accounts import ALICE_PASSWORD, BOB_PASSWORD, STAFF_PASSWORD
+from tests.support.clock import FakeClock, install_clock
 from tests.support.connections import ConnectionFactory, connection_factory
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
@@ -74,3 +75,9 @@ def mocked() -> Iterator[responses.RequestsMock]:
 @pytest.fixture
 def make_connection(db: None) -> ConnectionFactory:
     return connection_factory()
+
+
+@pytest.fixture
+def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """integrations.clock stopped at now: time moves only when the test says so."""
+    return install_clock(monkeypatch)

@@ -19,15 +19,10 @@ from integrations.lifecycle.access import (
 )
 from integrations.models import ConnectionStatus, JiraConnection, JiraSite
 from tests.support.atlassian import TOKEN_URL, token_calls, token_reply
-from tests.support.clock import FakeClock, install_clock
+from tests.support.clock import FakeClock
 from tests.support.connections import OTHER_FERNET_KEY, ConnectionFactory, fresh
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    return install_clock(monkeypatch)
 
 
 def expiring_in(frozen: FakeClock, **delta: float) -> dict[str, object]:

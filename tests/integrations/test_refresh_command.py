@@ -27,7 +27,7 @@ from integrations.management.commands.refresh_tokens import progress_line
 from integrations.models import ConnectionEvent, ConnectionStatus, JiraConnection
 from sandbox.server import Sandbox, SandboxConfig
 from tests.support.atlassian import TOKEN_URL, token_calls, token_reply
-from tests.support.clock import FakeClock, install_clock
+from tests.support.clock import FakeClock
 from tests.support.connections import ConnectionFactory, fresh
 from tests.support.processes import manage, portal_env, production_env
 from tests.support.secrets import assert_no_secrets
@@ -54,11 +54,6 @@ def run(*args: str, stderr: io.StringIO | None = None) -> tuple[int, str, str]:
 def run_json(*args: str) -> tuple[int, dict[str, Any]]:
     code, out, _err = run("--json", *args)
     return code, json.loads(out)
-
-
-@pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    return install_clock(monkeypatch)
 
 
 @pytest.fixture

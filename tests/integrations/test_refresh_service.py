@@ -31,17 +31,12 @@ from integrations.lifecycle.refresh import (
 from integrations.lifecycle.status import connection_mark_needs_reconnect
 from integrations.models import Actor, ConnectionEvent, ConnectionStatus, EventKind, JiraConnection
 from tests.support.atlassian import TOKEN_URL, token_calls, token_reply
-from tests.support.clock import FakeClock, install_clock
+from tests.support.clock import FakeClock
 from tests.support.connections import OTHER_FERNET_KEY, ConnectionFactory, event_kinds, fresh
 from tests.support.secrets import assert_no_secrets
 from tests.support.unsafe import claim_switched_off
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    return install_clock(monkeypatch)
 
 
 @pytest.fixture
