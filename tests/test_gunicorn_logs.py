@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sandbox.testing import free_port
 from tests.support.processes import PROJECT, child_env, production_env
+from tests.support.secrets import assert_no_secrets
 
 CODE = "code-that-must-not-be-logged-3f9a"
 STATE = "state-that-must-not-be-logged-b71c"
@@ -57,5 +58,4 @@ def test_the_access_log_shows_the_callback_path_without_its_code_or_state(tmp_pa
 
     written = log.read_text()
     assert "GET /integrations/jira/callback/ HTTP/1.1" in written
-    assert CODE not in written
-    assert STATE not in written
+    assert_no_secrets(written, CODE, STATE)

@@ -21,6 +21,7 @@ from integrations.models import ConnectionStatus, JiraConnection, JiraSite
 from tests.support.atlassian import TOKEN_URL, token_calls, token_reply
 from tests.support.clock import FakeClock
 from tests.support.connections import OTHER_FERNET_KEY, ConnectionFactory, fresh
+from tests.support.secrets import assert_no_secrets
 
 pytestmark = pytest.mark.django_db
 
@@ -254,7 +255,7 @@ def test_connection_tokens_adapter_never_shows_a_token(
     tokens = ConnectionTokens(connection_id=connection.pk)
 
     assert tokens.access_token() == "old-access-secret"
-    assert "secret" not in repr(tokens)
+    assert_no_secrets(repr(tokens), "secret")
 
 
 def test_jira_for_yields_enabled_sites_of_usable_connections_of_that_user_only(
@@ -276,4 +277,4 @@ def test_jira_for_yields_enabled_sites_of_usable_connections_of_that_user_only(
         (failing.pk, failing.sites.get().cloud_id),
     ]
     assert sites[0].client.cloud_id == "cloud-a"
-    assert "secret" not in repr(sites[0].client)
+    assert_no_secrets(repr(sites[0].client), "secret")

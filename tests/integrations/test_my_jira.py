@@ -96,7 +96,7 @@ def test_issues_render_from_a_search_for_open_assigned_issues(
     assert "High" in html
     assert "15 Jan 2024, 10:30" in html
     assert "More</a>" not in html
-    assert connection.access_token not in html
+    assert_no_secrets(html, *tokens_of(connection))
 
 
 def test_failing_site_shows_its_message_while_the_others_render(

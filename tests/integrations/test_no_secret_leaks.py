@@ -44,6 +44,7 @@ from tests.support.oauth import (
     secrets_in_play,
     start_flow,
 )
+from tests.support.secrets import assert_no_secrets
 
 Path = Callable[[Client, responses.RequestsMock], list[bytes]]
 ADMIN_CONNECTIONS = "/admin/integrations/jiraconnection/"
@@ -266,8 +267,7 @@ def test_error_reports_of_a_crash_hold_no_secret(
     body = mail.outbox[0].body
     assert "crash mid-connect" in body
     watch.assert_clean(text, html, body, mail.outbox[0].subject)
-    for report in (text, html, body):
-        assert state not in report
+    assert_no_secrets({"text": text, "html": html, "mail": body}, state)
 
 
 def test_token_values_used_here_are_the_ones_the_flow_handles() -> None:
