@@ -12,7 +12,8 @@ reconnecting, no claim is left behind. The control runs switch the claim off
 
 - Small scale, in `make test` on SQLite and PostgreSQL: 8 threads on 20 connections and
   its control; 4 processes released together on 20 connections; 2 processes and 10 API
-  calls on 50 connections.
+  calls on 50 connections; and a check that the full-scale control's launcher really
+  runs refresh_tokens without the claim.
 - Full scale, in `make proof` (`-m slow`, PostgreSQL): 2, 8 and 32 processes with 50 API
   calls on 1,000 connections, two cycles each, and the control with 8 processes.
 """
@@ -21,13 +22,16 @@ from __future__ import annotations
 
 import random
 import threading
+import uuid
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core import mail
 from django.db import connections as db_connections
+from django.utils import timezone
 
 from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_for_access, connection_refresh_if_due
 from integrations.models import ConnectionStatus, JiraConnection
@@ -259,6 +263,22 @@ def test_four_processes_released_together_refresh_each_connection_exactly_once(
     assert_exactly_once(cycle, connections=SMALL)
     # The processes did overlap: some connections were due in more than one of them.
     assert cycle["by_processes"]["due"] > SMALL
+
+
+def test_the_control_launcher_really_switches_the_claim_off(start_sandbox: StartSandbox, logs: Path) -> None:
+    """The full-scale control's processes run through tests/support/unsafe.py: it must
+    start refresh_tokens, and that run must take connections another worker holds."""
+    sandbox = start_sandbox(leeway=0)
+    seeded = seed_connections(sandbox, 2)
+    held = JiraConnection.objects.filter(pk__in=seeded.ids)
+    held.update(claim_id=uuid.uuid4(), claimed_until=timezone.now() + timedelta(minutes=2))
+
+    claim_on = RefreshProcess(sandbox.base_url, logs, "claim-on").wait()
+    claim_off = RefreshProcess(sandbox.base_url, logs, "claim-off", unsafe=True).wait()
+
+    assert (claim_on.returncode, claim_on.summary["refreshed"]) == (0, 0), claim_on.stderr[-2000:]
+    assert (claim_off.returncode, claim_off.summary["refreshed"]) == (0, 2), claim_off.stderr[-2000:]
+    assert sandbox.counters()["refreshes"] == 2
 
 
 def test_two_processes_and_api_calls_refresh_fifty_connections_exactly_once(
