@@ -16,17 +16,18 @@ from bench import BENCHMARKS
 from bench.harness import (
     BenchError,
     Outcome,
-    SandboxProcess,
+    bench_database_url,
     configure_portal,
-    database_url,
     ensure_database,
     format_table,
     load_average,
     machine_info,
     now_iso,
     reset_data,
+    start_sandbox,
     write_results,
 )
+from sandbox.testing import SandboxProcess
 
 
 def _runners(sandbox: SandboxProcess, *, quick: bool) -> dict[str, Callable[[], Outcome]]:
@@ -44,16 +45,16 @@ def _runners(sandbox: SandboxProcess, *, quick: bool) -> dict[str, Callable[[], 
                 profile_refreshes=200,
             ),
             "idle": lambda: idle.measure(connections=10_000, runs=3),
-            "queries": lambda: queries.measure(control=sandbox),
-            "myjira": lambda: myjira.measure(control=sandbox, repeats=3),
-            "load": lambda: load.measure(control=sandbox, seconds=3),
+            "queries": lambda: queries.measure(control=sandbox.client),
+            "myjira": lambda: myjira.measure(control=sandbox.client, repeats=3),
+            "load": lambda: load.measure(control=sandbox.client, seconds=3),
         }
     return {
         "refresh": lambda: refresh.measure(sandbox),
         "idle": lambda: idle.measure(),
-        "queries": lambda: queries.measure(control=sandbox),
-        "myjira": lambda: myjira.measure(control=sandbox),
-        "load": lambda: load.measure(control=sandbox),
+        "queries": lambda: queries.measure(control=sandbox.client),
+        "myjira": lambda: myjira.measure(control=sandbox.client),
+        "load": lambda: load.measure(control=sandbox.client),
     }
 
 
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     names = list(dict.fromkeys(args.names)) or list(BENCHMARKS)
 
-    db_url = database_url()
+    db_url = bench_database_url()
     meta = {
         "date": now_iso(),
         "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
@@ -75,11 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": args.quick,
         "database": db_url.rsplit("@", 1)[-1],
     }
-    sandbox = SandboxProcess()
+    sandbox: SandboxProcess | None = None
     outcomes: list[Outcome] = []
     try:
         ensure_database(db_url)
-        sandbox.start()
+        sandbox = start_sandbox()
         configure_portal(sandbox_url=sandbox.url, db_url=db_url)
         from django.db import connection
 
@@ -89,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runners = _runners(sandbox, quick=args.quick)
         for name in names:
             reset_data()
-            sandbox.reset()
+            sandbox.client.reset()
             load = load_average()
             started = time.monotonic()
             print(f"bench: {name}…", file=sys.stderr, flush=True)
@@ -103,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     finally:
-        sandbox.stop()
+        if sandbox is not None:
+            sandbox.stop()
     print(format_table(outcomes))
     print(f"\nWritten to bench/results/latest.json ({meta['date']}).")
     return 0

@@ -1,5 +1,5 @@
-"""What every benchmark stands on: the sandbox process, the bench database, the portal's
-environment, `manage.py` runs with their CPU time, and the results file.
+"""What every benchmark stands on: the sandbox process (sandbox.testing), the bench database,
+the portal's environment, `manage.py` runs with their CPU time, and the results file.
 
 The portal is configured as in production (jiraconnect.settings from the environment,
 DEBUG off, behind a TLS-terminating proxy), pointed at a sandbox process; nothing is
@@ -18,13 +18,15 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
+
+from sandbox import config as sandbox_config
+from sandbox.testing import SandboxProcess
 
 if TYPE_CHECKING:
     from django.test import Client
@@ -35,9 +37,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 RESULTS_FILE = BASE_DIR / "bench" / "results" / "latest.json"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_jiraconnect"
 
-# The sandbox's own fixed, public test credentials (sandbox/config.py).
-SANDBOX_CLIENT_ID = "sandbox-client-id"
-SANDBOX_CLIENT_SECRET = "sandbox-client-secret"
 # DEBUG off requires an https callback. The bench never runs the browser flow (grants
 # are minted through the sandbox's control endpoint), so this URL is never visited.
 REDIRECT_URI = "https://127.0.0.1/integrations/jira/callback/"
@@ -46,7 +45,7 @@ REDIRECT_URI = "https://127.0.0.1/integrations/jira/callback/"
 # would answer each one with a redirect.
 PORTAL_HOST = "127.0.0.1"
 FORWARDED_HEADERS = {"X-Forwarded-Proto": "https"}
-SANDBOX_START_TIMEOUT = 20.0
+# Minting 100,000 grants in one control call takes a while.
 CONTROL_TIMEOUT = 120.0
 
 
@@ -160,106 +159,18 @@ def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
-# --- The sandbox --------------------------------------------------------------------------
-
-
-class SandboxControl:
-    """The sandbox's /_sandbox/ controls over HTTP (stdlib only)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-
-    def control(self, name: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            f"{self.url}/_sandbox/{name}",
-            data=data,
-            method="GET" if body is None else "POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=CONTROL_TIMEOUT) as response:
-            return json.loads(response.read())
-
-    def reset(self) -> None:
-        self.control("reset", {})
-
-    def faults(self, spec: dict[str, Any]) -> None:
-        self.control("faults", spec)
-
-    def counters(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.control("counters")
-        return result
-
-    def mint(self, *, count: int, account_id: str | None = None) -> list[dict[str, Any]]:
-        """Token pairs without the browser flow; count > 1 gives each its own account."""
-        body: dict[str, Any] = {"count": count, "scopes": "read:jira-work read:jira-user read:me offline_access"}
-        if account_id is not None:
-            body["account_id"] = account_id
-        grants: list[dict[str, Any]] = self.control("grants", body)
-        return grants
-
-
-class SandboxProcess(SandboxControl):
-    """`python -m sandbox` as a child process on an ephemeral port."""
-
-    def __init__(self) -> None:
-        super().__init__("")
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> SandboxProcess:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "--port", "0", "--leeway", "600", "--quiet"],
-            cwd=BASE_DIR,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if match is None:
-            self.stop()
-            raise BenchError(f"the sandbox did not start (it said {line.strip()!r})")
-        self.url = match.group(1)
-        deadline = time.monotonic() + SANDBOX_START_TIMEOUT
-        while True:
-            try:
-                self.counters()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise BenchError("the sandbox does not answer") from None
-                time.sleep(0.1)
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU the sandbox has used so far (Linux /proc)."""
-        if self.process is None:
-            return 0.0
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        # utime and stime are fields 14 and 15 of stat; the split starts at field 3.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self.process = None
+def start_sandbox() -> SandboxProcess:
+    """`python -m sandbox` with its own credentials (the portal is given them too)."""
+    try:
+        return SandboxProcess(timeout=CONTROL_TIMEOUT).start()
+    except RuntimeError as exc:
+        raise BenchError(str(exc)) from None
 
 
 # --- The portal ---------------------------------------------------------------------------
 
 
-def database_url() -> str:
+def bench_database_url() -> str:
     return os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
 
 
@@ -312,8 +223,8 @@ def portal_environment(*, sandbox_url: str, db_url: str) -> dict[str, str]:
         "ALLOWED_HOSTS": PORTAL_HOST,
         "SECURE_PROXY_SSL_HEADER": "true",
         "DATABASE_URL": db_url,
-        "ATLASSIAN_CLIENT_ID": SANDBOX_CLIENT_ID,
-        "ATLASSIAN_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+        "ATLASSIAN_CLIENT_ID": sandbox_config.CLIENT_ID,
+        "ATLASSIAN_CLIENT_SECRET": sandbox_config.CLIENT_SECRET,
         "ATLASSIAN_REDIRECT_URI": REDIRECT_URI,
         "ATLASSIAN_AUTH_URL": sandbox_url,
         "ATLASSIAN_API_URL": sandbox_url,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,8 +28,9 @@ from django.conf import settings
 
 from accounts.models import User
 from bench import loadgen, seed
-from bench.harness import BASE_DIR, FORWARDED_HEADERS, BenchError, Outcome, Row, SandboxControl, signed_in_client
+from bench.harness import BASE_DIR, FORWARDED_HEADERS, BenchError, Outcome, Row, signed_in_client
 from bench.loadgen import LoadResult
+from sandbox.testing import SandboxClient, free_port
 
 SECONDS = 10
 CONNECTIONS = 8
@@ -43,12 +43,6 @@ _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def fetch(url: str, *, cookie: str = "") -> tuple[int, str]:
@@ -143,9 +137,9 @@ def load(url: str, *, cookie_name: str, cookie: str, seconds: int, connections: 
     return parse_wrk(completed.stdout)
 
 
-def measure(*, control: SandboxControl, seconds: int = SECONDS, connections: int = CONNECTIONS) -> Outcome:
+def measure(*, control: SandboxClient, seconds: int = SECONDS, connections: int = CONNECTIONS) -> Outcome:
     (owner,) = seed.users(1, prefix="load-")
-    grants = control.mint(count=1)
+    grants = control.mint(1)
     (connection,) = seed.connections([owner], grants, expires_at=None)
     seed.sites_from_atlassian(connection, access_token=grants[0]["access_token"])
     client = signed_in_client(User.objects.get(pk=owner.pk))

@@ -14,16 +14,17 @@ from datetime import timedelta
 from django.utils import timezone
 
 from bench import seed
-from bench.harness import Outcome, Row, SandboxControl, median, signed_in_client
+from bench.harness import Outcome, Row, median, signed_in_client
 from integrations.models import JiraSite
+from sandbox.testing import SandboxClient
 
 ADA = "557058:ada-0001"
 GOAL = 1.5
 
 
-def measure(*, control: SandboxControl, latency_ms: int = 200, repeats: int = 9) -> Outcome:
+def measure(*, control: SandboxClient, latency_ms: int = 200, repeats: int = 9) -> Outcome:
     (owner,) = seed.users(1, prefix="myjira-")
-    grants = control.mint(count=1, account_id=ADA)
+    grants = control.mint(1, account_id=ADA)
     (connection,) = seed.connections([owner], grants, expires_at=timezone.now() + timedelta(minutes=50))
     sites = seed.sites_from_atlassian(connection, access_token=grants[0]["access_token"])
     first = min(sites, key=lambda s: (s.name, s.url))

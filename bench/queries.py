@@ -20,16 +20,17 @@ from django.utils import timezone
 
 from accounts.models import User
 from bench import seed
-from bench.harness import Outcome, Row, SandboxControl, signed_in_client
+from bench.harness import Outcome, Row, signed_in_client
+from sandbox.testing import SandboxClient
 
 PAGES = {"settings": "/settings/", "my_jira": "/jira/"}
 DEFAULT_COUNTS = (1, 20)
 
 
-def _user_with_connections(control: SandboxControl, *, count: int) -> User:
+def _user_with_connections(control: SandboxClient, *, count: int) -> User:
     (owner,) = seed.users(1, prefix=f"queries-{count}-")
     # One synthetic sandbox account per grant, each with the sandbox's 3 sites.
-    grants = control.mint(count=count)
+    grants = control.mint(count)
     # Valid tokens: the pages must not take the refresh path while they are counted.
     created = seed.connections([owner] * count, grants, expires_at=timezone.now() + timedelta(minutes=50))
     for connection, grant in zip(created, grants, strict=True):
@@ -37,7 +38,7 @@ def _user_with_connections(control: SandboxControl, *, count: int) -> User:
     return owner
 
 
-def _count(client: Client, path: str, control: SandboxControl) -> dict[str, Any]:
+def _count(client: Client, path: str, control: SandboxClient) -> dict[str, Any]:
     client.get(path)  # warm-up: first-request work (template loading, caches) is not the page's
     before = control.counters()["requests"]["search"]
     reset_queries()
@@ -53,7 +54,7 @@ def _count(client: Client, path: str, control: SandboxControl) -> dict[str, Any]
     }
 
 
-def measure(*, control: SandboxControl, counts: Sequence[int] = DEFAULT_COUNTS) -> Outcome:
+def measure(*, control: SandboxClient, counts: Sequence[int] = DEFAULT_COUNTS) -> Outcome:
     """Needs the portal's ATLASSIAN_*_URL pointed at the sandbox behind `control`."""
     pages: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in PAGES}
     # Every view fetches every site: the page cache would hide what a fetch costs.

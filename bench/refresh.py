@@ -31,10 +31,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from bench import seed
-from bench.harness import CommandRun, Outcome, Row, SandboxProcess, analyze, manage, manage_parallel
+from bench.harness import CommandRun, Outcome, Row, analyze, manage, manage_parallel
 from integrations.lifecycle import run as refresh_run
 from integrations.lifecycle.refresh import RefreshOutcome
 from integrations.models import ConnectionEvent, JiraConnection
+from sandbox.testing import SandboxProcess
 
 LATENCY_MS = 100
 CONNECTIONS = 10_000
@@ -61,7 +62,7 @@ def sweep_sample(concurrency: int, connections: int) -> int:
 
 
 def seed_due(sandbox: SandboxProcess, *, count: int) -> None:
-    grants = sandbox.mint(count=count)
+    grants = sandbox.client.mint(count)
     owners = seed.users(count, prefix="refresh-")
     seed.connections(owners, grants, expires_at=timezone.now() - timedelta(minutes=5))
     analyze(JiraConnection._meta.db_table)
@@ -83,10 +84,10 @@ def run_command(sandbox: SandboxProcess, *, concurrency: int | None, limit: int 
         args += ["--concurrency", str(concurrency)]
     if limit is not None:
         args += ["--limit", str(limit)]
-    counters_before = sandbox.counters()
+    counters_before = sandbox.client.counters()
     sandbox_cpu = sandbox.cpu_seconds()
     run: CommandRun = manage(*args)
-    counters_after = sandbox.counters()
+    counters_after = sandbox.client.counters()
     summary = run.json()
     workers = concurrency if concurrency is not None else default_concurrency()
     refreshed = int(summary["refreshed"])
@@ -120,10 +121,10 @@ def run_processes(sandbox: SandboxProcess, *, processes: int, concurrency: int) 
     """`processes` refresh_tokens started at once over the same due connections: the
     claims split the work; the sandbox counts every refresh exactly once or says not."""
     rearm()
-    counters_before = sandbox.counters()
+    counters_before = sandbox.client.counters()
     args = ["refresh_tokens", "--json", "--concurrency", str(concurrency)]
     runs = manage_parallel(*([args] * processes))
-    counters_after = sandbox.counters()
+    counters_after = sandbox.client.counters()
     summaries = [run.json() for run in runs]
     refreshed = sum(int(s["refreshed"]) for s in summaries)
     # Each process's own elapsed time (its start-up excluded, as in the single runs).
@@ -236,7 +237,7 @@ def profile(sandbox: SandboxProcess, *, refreshes: int = PROFILE_REFRESHES) -> d
     for the split. cProfile's own cost inflates every function call, so the profile's
     figures are shown as shares and scaled to the plain run's total.
     """
-    sandbox.faults({})
+    sandbox.client.faults({})
     per_refresh, wall_per_refresh = cpu_per_refresh(refreshes)
     rearm()
     # The capture keeps at most 9,000 queries in the connection's log: start it empty.
@@ -312,7 +313,7 @@ def measure(
 ) -> Outcome:
     seed_due(sandbox, count=connections)
     default = default_concurrency()
-    sandbox.faults({"token": {"latency_ms": LATENCY_MS}})
+    sandbox.client.faults({"token": {"latency_ms": LATENCY_MS}})
     try:
         serial = run_command(sandbox, concurrency=1, limit=serial_sample)
         sweep_runs = [run_command(sandbox, concurrency=c, limit=sweep_sample(c, connections)) for c in sweep]
@@ -323,7 +324,7 @@ def measure(
         )
         parallel = [run_processes(sandbox, processes=p, concurrency=c) for p, c in side_by_side]
     finally:
-        sandbox.faults({})
+        sandbox.client.faults({})
     profiled = profile(sandbox, refreshes=min(profile_refreshes, connections))
 
     # One refresh after another: each waits the latency, then spends its own wall time.

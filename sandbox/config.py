@@ -7,14 +7,18 @@ from dataclasses import dataclass
 from typing import Any
 
 DAY = 86_400.0
+# The sandbox's own fixed, public test credentials: `make run`, the benchmarks and the
+# tests that use the sandbox as it comes all import these.
+CLIENT_ID = "sandbox-client-id"
+CLIENT_SECRET = "sandbox-client-secret"
 
 
 @dataclass
 class SandboxConfig:
     host: str = "127.0.0.1"
     port: int = 8001
-    client_id: str = "sandbox-client-id"
-    client_secret: str = "sandbox-client-secret"
+    client_id: str = CLIENT_ID
+    client_secret: str = CLIENT_SECRET
     redirect_uri: str = "http://127.0.0.1:8000/integrations/jira/callback/"
     # Atlassian accepts a rotated refresh token again for 10 minutes [staff].
     leeway: float = 600.0

@@ -1,13 +1,24 @@
-"""Helpers for tests that drive the sandbox over HTTP (uses `requests`; the server does not).
+"""The sandbox as the tests, the proofs and the benchmarks drive it (uses `requests`; the
+server does not).
 
 `SandboxClient` plays the browser on the consent page and the app at the token endpoint,
 and wraps the /_sandbox/ controls, so a test reads as the behaviour it checks.
+`SandboxProcess` runs `python -m sandbox` as a child process on an ephemeral port.
 """
 
 from __future__ import annotations
 
 import html
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -18,7 +29,27 @@ from sandbox.seed import ADA
 
 DEFAULT_SCOPES = "read:jira-work read:jira-user read:me offline_access"
 TIMEOUT = 5.0
+START_TIMEOUT = 20.0
+PROJECT = Path(__file__).resolve().parent.parent
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]*)" value="([^"]*)">')
+_LISTENING = re.compile(r"listening on (http://[0-9.:]+)")
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports on 127.0.0.1: every probe stays bound until all are picked."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def free_port() -> int:
+    (port,) = free_ports(1)
+    return port
 
 
 def consent_form_fields(page: str) -> dict[str, str]:
@@ -119,6 +150,9 @@ class SandboxClient:
         answer.raise_for_status()
         return answer.json()
 
+    def reset(self) -> None:
+        self.control("reset", {})
+
     def counters(self) -> dict[str, Any]:
         result: dict[str, Any] = self.control("counters")
         return result
@@ -131,3 +165,151 @@ class SandboxClient:
 
     def configure(self, **changes: Any) -> None:
         self.control("config", changes)
+
+    def mint(self, count: int = 1, *, account_id: str | None = None) -> list[dict[str, Any]]:
+        """Live token pairs without the browser flow; count > 1 gives each its own account."""
+        body: dict[str, Any] = {"count": count}
+        if account_id is not None:
+            body["account_id"] = account_id
+        return list(self.control("grants", body))
+
+    def grants(self) -> list[dict[str, Any]]:
+        return list(self.control("grants"))
+
+    def revoke(self, account_id: str) -> None:
+        self.control("revoke", {"account_id": account_id})
+
+    def refreshes_by_account(self) -> dict[str, int]:
+        return dict(self.control("refreshes")["by_account"])
+
+    def sites_of(self, account_id: str = ADA) -> list[dict[str, Any]]:
+        """The seeded Jira sites of `account_id` (minted accounts get Ada's)."""
+        seed = self.control("seed")
+        user = next(user for user in seed["users"] if user["account_id"] == account_id)
+        return [site for site in seed["sites"] if site["id"] in user["site_ids"]]
+
+    def issued_secrets(self) -> list[str]:
+        """Every code, token and client secret issued so far, and the one configured here
+        (a test may have rotated the sandbox's since)."""
+        issued = self.control("secrets")
+        return [
+            self.config.client_secret,
+            issued["client_secret"],
+            *issued["codes"],
+            *issued["access_tokens"],
+            *issued["refresh_tokens"],
+        ]
+
+    def wait_for_token_requests(self, above: int, *, timeout: float = 120.0) -> None:
+        """Until the token endpoint has seen more than `above` requests."""
+        deadline = time.monotonic() + timeout
+        while self.counters()["requests"]["token"] <= above:
+            if time.monotonic() > deadline:
+                raise AssertionError("no token request reached the sandbox in time")
+            time.sleep(0.02)
+
+
+class SandboxProcess:
+    """`python -m sandbox` as a child process on an ephemeral port, configured by `config`
+    (through the environment: the client secret stays out of `ps`), plus `args` on its
+    command line. Its output goes to a log file in `log_dir` (a temporary one if None)."""
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        log_dir: Path | None = None,
+        args: tuple[str, ...] = (),
+        timeout: float = TIMEOUT,
+    ) -> None:
+        self.config = config or SandboxConfig()
+        self.args = args
+        self.timeout = timeout
+        self._temporary: tempfile.TemporaryDirectory[str] | None = None
+        if log_dir is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix="sandbox-")
+            log_dir = Path(self._temporary.name)
+        self.log_dir = log_dir
+        self.log = self.log_dir / f"sandbox-{time.monotonic_ns()}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self._client: SandboxClient | None = None
+
+    def environment(self) -> dict[str, str]:
+        config = self.config
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "SANDBOX_HOST": config.host,
+            "SANDBOX_PORT": "0",
+            "SANDBOX_QUIET": "true",
+            "SANDBOX_CLIENT_ID": config.client_id,
+            "SANDBOX_CLIENT_SECRET": config.client_secret,
+            "SANDBOX_REDIRECT_URI": config.redirect_uri,
+            "SANDBOX_LEEWAY": str(config.leeway),
+            "SANDBOX_ACCESS_TTL": str(config.access_ttl),
+            "SANDBOX_APP_NAME": config.app_name,
+            "SANDBOX_UNAUTHORIZED_CLIENT_STYLE": str(config.unauthorized_client_style).lower(),
+        }
+
+    def start(self) -> SandboxProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as sink:
+            self.process = subprocess.Popen(  # noqa: S603 (this interpreter, -m sandbox, the caller's options)
+                [sys.executable, "-m", "sandbox", *self.args],
+                cwd=PROJECT,
+                env=self.environment(),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            found = _LISTENING.search(self.log_text())
+            if found:
+                self.url = found.group(1)
+                self._client = SandboxClient(self.url, self.config, timeout=self.timeout)
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"the sandbox did not start: {self.log_text()[-2000:]}")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        if self._temporary is not None:
+            self._temporary.cleanup()
+
+    def __enter__(self) -> SandboxProcess:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def client(self) -> SandboxClient:
+        assert self._client is not None, "the sandbox is not started"
+        return self._client
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the sandbox has used so far (Linux /proc)."""
+        if self.process is None:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        # utime and stime are fields 14 and 15 of stat; the split starts at field 3.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -32,11 +32,11 @@ if str(BASE_DIR) not in sys.path:
     # Run as `python scripts/run.py`: the sandbox's seed lives in the project root.
     sys.path.insert(0, str(BASE_DIR))
 
+from sandbox.config import CLIENT_ID as SANDBOX_CLIENT_ID  # noqa: E402
+from sandbox.config import CLIENT_SECRET as SANDBOX_CLIENT_SECRET  # noqa: E402
 from sandbox.seed import SITES, USERS  # noqa: E402
 
 SANDBOX_HOST = "127.0.0.1"
-SANDBOX_CLIENT_ID = "sandbox-client-id"
-SANDBOX_CLIENT_SECRET = "sandbox-client-secret"  # noqa: S105 (the sandbox's public, fixed test secret)
 SANDBOX_START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 

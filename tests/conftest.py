@@ -1,29 +1,24 @@
-"""Shared fixtures: alice (owner), bob (outsider), a staff member, connections."""
+"""Shared fixtures: alice (owner), bob (outsider), a staff member, connections.
+
+Constants and helpers live in tests/support; conftest files only define fixtures and hooks.
+"""
 
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Callable, Iterator
-from datetime import timedelta
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import responses
 from django.core.cache import cache
-from django.db import connection as db_connection
-from django.test import Client
-from django.utils import timezone
 
 from accounts.models import User
-from integrations.models import JiraConnection, JiraSite
+from tests.support.accounts import ALICE_PASSWORD, BOB_PASSWORD, STAFF_PASSWORD
+from tests.support.clock import FakeClock, install_clock
+from tests.support.connections import ConnectionFactory, connection_factory
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
-AUTH = "https://auth.atlassian.com"
-API = "https://api.atlassian.com"
-TOKEN_URL = f"{AUTH}/oauth/token"
-RESOURCES_URL = f"{API}/oauth/token/accessible-resources"
-ME_URL = f"{API}/me"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -71,45 +66,19 @@ def _fresh_abuse_counters(request: pytest.FixtureRequest) -> None:
         cache.clear()
 
 
-def is_postgres() -> bool:
-    return db_connection.vendor == "postgresql"
-
-
-def chromium_path() -> str | None:
-    return shutil.which("chromium") or (os.path.exists("/usr/bin/chromium") and "/usr/bin/chromium") or None
-
-
 @pytest.fixture
 def alice(db: None) -> User:
-    return User.objects.create_user("alice@example.com", "correct horse battery staple")
+    return User.objects.create_user("alice@example.com", ALICE_PASSWORD)
 
 
 @pytest.fixture
 def bob(db: None) -> User:
-    return User.objects.create_user("bob@example.com", "another horse battery staple")
+    return User.objects.create_user("bob@example.com", BOB_PASSWORD)
 
 
 @pytest.fixture
 def staff(db: None) -> User:
-    return User.objects.create_user(
-        "support@example.com", "staff horse battery staple", is_staff=True, is_superuser=True
-    )
-
-
-def login_verified(client: Client, user: User) -> Client:
-    """Sign `user` in with a password AND a second factor, as the admin requires of staff:
-    a confirmed TOTP device, recorded on the session as django_otp.login would."""
-    from django_otp import DEVICE_ID_SESSION_KEY
-    from django_otp.plugins.otp_totp.models import TOTPDevice
-
-    client.force_login(user)
-    device = TOTPDevice.objects.filter(user=user, confirmed=True).first() or TOTPDevice.objects.create(
-        user=user, name="test app", confirmed=True
-    )
-    session = client.session
-    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
-    session.save()
-    return client
+    return User.objects.create_user("support@example.com", STAFF_PASSWORD, is_staff=True, is_superuser=True)
 
 
 @pytest.fixture
@@ -119,35 +88,12 @@ def mocked() -> Iterator[responses.RequestsMock]:
         yield rsps
 
 
-ConnectionFactory = Callable[..., JiraConnection]
+@pytest.fixture
+def make_connection(db: None) -> ConnectionFactory:
+    return connection_factory()
 
 
 @pytest.fixture
-def make_connection(db: None) -> ConnectionFactory:
-    counter = {"n": 0}
-
-    def factory(user: User, **overrides: Any) -> JiraConnection:
-        counter["n"] += 1
-        n = counter["n"]
-        now = timezone.now()
-        sites = overrides.pop("sites", [("cloud-" + str(n), f"https://site{n}.atlassian.net", f"Site {n}")])
-        values: dict[str, Any] = {
-            "account_id": f"557058:account-{n}",
-            "account_name": f"Account {n}",
-            "account_email": f"account{n}@example.com",
-            "access_token": f"access-token-{n}-secret",
-            "refresh_token": f"refresh-token-{n}-secret",
-            "scopes": ["read:jira-work", "read:jira-user", "read:me", "offline_access"],
-            "access_token_expires_at": now + timedelta(hours=1),
-            "tokens_issued_at": now,
-            "first_consented_at": now,
-            # In daily use unless a test says otherwise: the run keeps such connections warm.
-            "last_used_at": now,
-        }
-        values.update(overrides)
-        connection = JiraConnection.objects.create(user=user, **values)
-        for cloud_id, url, name in sites:
-            JiraSite.objects.create(connection=connection, cloud_id=cloud_id, url=url, name=name)
-        return connection
-
-    return factory
+def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """integrations.clock stopped at now: time moves only when the test says so."""
+    return install_clock(monkeypatch)

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,13 @@ from bench.harness import (
     BenchError,
     Outcome,
     Row,
-    SandboxControl,
     format_table,
     portal_environment,
     write_results,
 )
 from bench.load import parse_wrk
 from sandbox.server import Sandbox, SandboxConfig
+from sandbox.testing import SandboxClient
 
 
 @pytest.fixture
@@ -43,7 +44,8 @@ def sandbox(settings: Any) -> Iterator[Sandbox]:
 
 @pytest.mark.django_db
 def test_query_benchmark_finds_pages_cost_the_same_queries_with_more_connections(sandbox: Sandbox) -> None:
-    outcome = queries.measure(control=SandboxControl(sandbox.url), counts=(1, 3))
+    with closing(SandboxClient(sandbox.url, sandbox.config)) as control:
+        outcome = queries.measure(control=control, counts=(1, 3))
 
     pages = outcome.data["pages"]
     for name in ("settings", "my_jira"):

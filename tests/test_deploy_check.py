@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.manage_run import manage, production_env, settings_seen
+from tests.support.processes import manage, production_env, settings_seen
 
 
 @pytest.fixture

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import http.client
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.manage_run import PROJECT, child_env, production_env
+from sandbox.testing import free_port
+from tests.support.processes import PROJECT, child_env, production_env
+from tests.support.secrets import assert_no_secrets
 
 CODE = "code-that-must-not-be-logged-3f9a"
 STATE = "state-that-must-not-be-logged-b71c"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def get(port: int, path: str) -> int:
@@ -64,5 +58,4 @@ def test_the_access_log_shows_the_callback_path_without_its_code_or_state(tmp_pa
 
     written = log.read_text()
     assert "GET /integrations/jira/callback/ HTTP/1.1" in written
-    assert CODE not in written
-    assert STATE not in written
+    assert_no_secrets(written, CODE, STATE)

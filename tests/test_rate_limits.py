@@ -23,7 +23,8 @@ from django.db import connection
 from django.test import Client
 
 from accounts.models import User
-from tests.integrations.oauth_helpers import CONNECT_PATH, logged_in, pending_states
+from tests.support.accounts import logged_in
+from tests.support.oauth import CONNECT_PATH, pending_states
 
 REDIS_TEST_URL = "redis://127.0.0.1:6379/0"
 SIGNUP = "/accounts/signup/"

@@ -8,7 +8,7 @@ import pytest
 from django.test import Client
 
 from accounts.models import User
-from tests.conftest import login_verified
+from tests.support.accounts import login_verified
 
 
 def directives(response: Any) -> dict[str, list[str]]:

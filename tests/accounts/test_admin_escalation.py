@@ -11,7 +11,8 @@ from django.test import Client
 
 from accounts.models import User
 from integrations.models import ConnectionStatus
-from tests.conftest import ConnectionFactory, login_verified
+from tests.support.accounts import login_verified
+from tests.support.connections import ConnectionFactory
 
 USERS = "/admin/accounts/user/"
 GROUPS = "/admin/auth/group/"

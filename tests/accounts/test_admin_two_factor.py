@@ -17,8 +17,8 @@ from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
-from tests.conftest import login_verified
-from tests.manage_run import improperly_configured, manage, production_env, settings_seen
+from tests.support.accounts import login_verified
+from tests.support.processes import improperly_configured, manage, production_env, settings_seen
 
 ADMIN = "/admin/"
 ADMIN_LOGIN = "/admin/login/"

@@ -12,7 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
-from tests.accounts.helpers import ALICE_PASSWORD, signed_in_user_id
+from tests.support.accounts import ALICE_PASSWORD, signed_in_user_id
 
 LOGIN = "/accounts/login/"
 ADMIN_LOGIN = "/admin/login/"

@@ -8,7 +8,8 @@ from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
 
 from accounts.models import User
-from tests.accounts.helpers import ALICE_PASSWORD, signed_in_user_id
+from tests.support.accounts import ALICE_PASSWORD, signed_in_user_id
+from tests.support.secrets import assert_no_secrets
 
 LOGIN = "/accounts/login/"
 LOGOUT = "/accounts/logout/"
@@ -45,7 +46,7 @@ def test_wrong_password_shows_an_error_and_does_not_sign_in(client: Client, alic
     assert INVALID_LOGIN in page
     # The address is matched in any case, so Django's "may be case-sensitive" would mislead.
     assert "case-sensitive" not in page
-    assert "wrong horse battery staple" not in page
+    assert_no_secrets(page, "wrong horse battery staple")
     assert signed_in_user_id(client) is None
 
 

@@ -10,7 +10,8 @@ from django.test import Client
 
 from accounts.forms import SignUpForm
 from accounts.models import User
-from tests.accounts.helpers import signed_in_user_id
+from tests.support.accounts import signed_in_user_id
+from tests.support.secrets import assert_no_secrets
 
 SIGNUP = "/accounts/signup/"
 GOOD_PASSWORD = "violet tangerine moonwalk 42"
@@ -67,7 +68,7 @@ def test_weak_password_is_refused_with_the_validator_message(
     page = response.content.decode()
     assert message in page
     # The page is re-rendered without echoing the password back.
-    assert password not in page
+    assert_no_secrets(page, password)
     assert not User.objects.exists()
     assert signed_in_user_id(client) is None
 

@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from accounts.models import User
 from integrations.models import JiraConnection
-from tests.e2e.conftest import PASSWORD, Journey, off_the_browser_thread
+from tests.support.browser import PASSWORD, Journey, off_the_browser_thread
 
 pytestmark = pytest.mark.browser
 

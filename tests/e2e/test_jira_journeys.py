@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 
 from integrations.models import JiraConnection
 from sandbox.seed import ADA, SITES, build_issues
-from tests.e2e.conftest import Journey, off_the_browser_thread
+from tests.support.browser import Journey, off_the_browser_thread
 
 pytestmark = pytest.mark.browser
 
@@ -100,7 +100,7 @@ def test_declining_consent_leaves_no_connection(journey: Journey) -> None:
     expect(page.locator("article.connection")).to_have_count(0)
     journey.shot("declined")
     assert connections_of("decliner@example.com") == []
-    assert journey.portal.control("counters")["requests"].get("token", 0) == 0
+    assert journey.portal.sandbox.counters()["requests"].get("token", 0) == 0
     journey.assert_no_issued_secret_leaked()
 
 
@@ -116,10 +116,11 @@ def test_revoked_grant_shows_reconnect_banner_and_reconnect_restores_it(journey:
     [connection] = connections_of(email)
 
     # The user removes the app at id.atlassian.com; the portal learns it on the next refresh.
-    assert journey.portal.control("revoke", {"account_id": ADA})["revoked"] is True
+    assert journey.portal.sandbox.control("revoke", {"account_id": ADA})["revoked"] is True
     off_the_browser_thread(
+        # Used today (the run keeps used connections warm), its token expired.
         lambda: JiraConnection.objects.filter(pk=connection.pk).update(
-            access_token_expires_at=timezone.now() - timedelta(minutes=1)
+            access_token_expires_at=timezone.now() - timedelta(minutes=1), last_used_at=timezone.now()
         )
     )
     out = StringIO()

@@ -17,6 +17,9 @@ from types import ModuleType
 import pytest
 import requests
 
+from sandbox.config import CLIENT_ID, CLIENT_SECRET
+from sandbox.testing import free_ports
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 SCRIPT = BASE_DIR / "scripts" / "run.py"
 START_TIMEOUT = 30.0
@@ -51,8 +54,8 @@ def test_no_client_id_anywhere_starts_the_sandbox(tmp_path: Path) -> None:
     plan = plan_for({}, tmp_path)
     assert plan is not None
     assert plan.portal_env() == {
-        "ATLASSIAN_CLIENT_ID": "sandbox-client-id",
-        "ATLASSIAN_CLIENT_SECRET": "sandbox-client-secret",
+        "ATLASSIAN_CLIENT_ID": CLIENT_ID,
+        "ATLASSIAN_CLIENT_SECRET": CLIENT_SECRET,
         "ATLASSIAN_REDIRECT_URI": "http://127.0.0.1:8000/integrations/jira/callback/",
         "ATLASSIAN_AUTH_URL": "http://127.0.0.1:8001",
         "ATLASSIAN_API_URL": "http://127.0.0.1:8001",
@@ -111,18 +114,6 @@ def test_print_env_gives_other_commands_the_sandbox_settings(
 
 
 # ---- the real thing, as `make run` starts it ------------------------------------------------
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: every probe stays bound until all are picked."""
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
 def answering(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.5)

@@ -18,22 +18,12 @@ from integrations.lifecycle.access import (
     jira_for,
 )
 from integrations.models import ConnectionStatus, JiraConnection, JiraSite
-from tests.conftest import TOKEN_URL, ConnectionFactory
-from tests.integrations.refresh_support import (
-    OTHER_FERNET_KEY,
-    FakeClock,
-    fresh,
-    install_clock,
-    token_calls,
-    token_reply,
-)
+from tests.support.atlassian import TOKEN_URL, token_calls, token_reply
+from tests.support.clock import FakeClock
+from tests.support.connections import OTHER_FERNET_KEY, ConnectionFactory, fresh
+from tests.support.secrets import assert_no_secrets
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    return install_clock(monkeypatch)
 
 
 def expiring_in(frozen: FakeClock, **delta: float) -> dict[str, object]:
@@ -277,7 +267,7 @@ def test_connection_tokens_adapter_never_shows_a_token(
     tokens = ConnectionTokens(connection_id=connection.pk)
 
     assert tokens.access_token() == "old-access-secret"
-    assert "secret" not in repr(tokens)
+    assert_no_secrets(repr(tokens), "secret")
 
 
 def test_jira_for_yields_enabled_sites_of_usable_connections_of_that_user_only(
@@ -299,4 +289,4 @@ def test_jira_for_yields_enabled_sites_of_usable_connections_of_that_user_only(
         (failing.pk, failing.sites.get().cloud_id),
     ]
     assert sites[0].client.cloud_id == "cloud-a"
-    assert "secret" not in repr(sites[0].client)
+    assert_no_secrets(repr(sites[0].client), "secret")

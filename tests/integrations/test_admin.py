@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import responses
+from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.core import mail
 from django.db import connection as db
@@ -28,25 +29,19 @@ from integrations.models import (
     EventKind,
     JiraConnection,
 )
-from tests.conftest import TOKEN_URL, ConnectionFactory, login_verified
+from tests.support.accounts import login_verified
+from tests.support.atlassian import TOKEN_URL, token_reply
+from tests.support.connections import ConnectionFactory, tokens_of
+from tests.support.secrets import assert_no_secrets
 
 CHANGELIST = "/admin/integrations/jiraconnection/"
 EVENTS = "/admin/integrations/connectionevent/"
-SECRETS = ("-secret", "test-client-secret-do-not-log")
+# Every token the connection factory makes ends so.
+FACTORY_TOKENS = "-secret"
 
 
 def change_url(connection: JiraConnection) -> str:
     return f"{CHANGELIST}{connection.pk}/change/"
-
-
-def assert_no_secrets(html: str, *connections: JiraConnection) -> None:
-    for connection in connections:
-        assert connection.access_token
-        assert connection.access_token not in html
-        assert connection.refresh_token
-        assert connection.refresh_token not in html
-    for secret in SECRETS:
-        assert secret not in html
 
 
 def listed(response: Any) -> list[int]:
@@ -56,10 +51,6 @@ def listed(response: Any) -> list[int]:
 def run_action(client: Client, action: str, *connections: JiraConnection, **extra: str) -> Any:
     data = {"action": action, "index": "0", "_selected_action": [str(c.pk) for c in connections], **extra}
     return client.post(CHANGELIST, data)
-
-
-def token_reply(access: str, refresh: str) -> dict[str, Any]:
-    return {"access_token": access, "refresh_token": refresh, "expires_in": 3600, "scope": "read:jira-work"}
 
 
 @pytest.fixture
@@ -104,7 +95,7 @@ def test_list_shows_connection_facts_and_no_tokens(
     ):
         assert text in html
     assert listed(response) == [connection.pk]
-    assert_no_secrets(html, connection)
+    assert_no_secrets(html, *tokens_of(connection), FACTORY_TOKENS)
 
 
 def test_list_costs_the_same_queries_for_one_or_many_connections(
@@ -146,7 +137,7 @@ def test_change_page_shows_account_sites_and_events_but_no_tokens_or_form(
     for field in ("access_token", "refresh_token", "claim_id", "claimed_until", "version", "status"):
         assert f'name="{field}"' not in html
     assert 'name="_save"' not in html
-    assert_no_secrets(html, connection)
+    assert_no_secrets(html, *tokens_of(connection), FACTORY_TOKENS)
 
 
 def test_change_page_says_whether_and_why_the_connection_is_due_by_the_refresh_rule(
@@ -217,7 +208,7 @@ def test_search_finds_the_connection_by_each_field(
 
     assert response.status_code == 200
     assert listed(response) == [pair[0].pk]
-    assert_no_secrets(response.content.decode(), *pair)
+    assert_no_secrets(response.content.decode(), *tokens_of(*pair), FACTORY_TOKENS)
 
 
 @pytest.mark.parametrize("which", ["access_token", "refresh_token"])
@@ -232,7 +223,7 @@ def test_search_for_a_token_value_finds_nothing(
     assert listed(response) == []
     # The search box and its links echo the query back; nothing else may carry it.
     html = response.content.decode().replace(f'value="{token}"', "").replace(f"q={token}", "")
-    assert_no_secrets(html, *pair)
+    assert_no_secrets(html, *tokens_of(*pair), FACTORY_TOKENS)
 
 
 def test_filtering_on_a_token_column_is_refused_without_an_error_page(
@@ -265,7 +256,9 @@ def test_expiry_filter_picks_expired_due_and_soon_expiring_tokens(
         response = staff_client.get(CHANGELIST, {"expires": value} if value else {})
         assert response.status_code == 200
         assert listed(response) == sorted(c.pk for c in expected), value
-        assert_no_secrets(response.content.decode(), expired, in_10m, in_45m, in_3h, unknown)
+        assert_no_secrets(
+            response.content.decode(), *tokens_of(expired, in_10m, in_45m, in_3h, unknown), FACTORY_TOKENS
+        )
 
 
 def test_reconnect_by_and_status_filters(staff_client: Client, alice: User, make_connection: ConnectionFactory) -> None:
@@ -285,7 +278,7 @@ def test_reconnect_by_and_status_filters(staff_client: Client, alice: User, make
         response = staff_client.get(CHANGELIST, params)
         assert response.status_code == 200
         assert listed(response) == sorted(c.pk for c in expected), params
-        assert_no_secrets(response.content.decode(), lapsed, in_5d, in_20d, fresh)
+        assert_no_secrets(response.content.decode(), *tokens_of(lapsed, in_5d, in_20d, fresh), FACTORY_TOKENS)
 
 
 # --- Actions ------------------------------------------------------------------------------
@@ -299,7 +292,7 @@ def test_refresh_now_stores_the_new_pair_and_records_the_staff_member(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     connection = pair[0]
-    mocked.post(TOKEN_URL, json=token_reply("new-access-secret", "new-refresh-secret"))
+    mocked.post(TOKEN_URL, json=token_reply(access_token="new-access-secret", refresh_token="new-refresh-secret"))
 
     with caplog.at_level(logging.DEBUG):
         response = run_action(staff_client, "refresh_now", connection)
@@ -315,8 +308,7 @@ def test_refresh_now_stores_the_new_pair_and_records_the_staff_member(
     event = ConnectionEvent.objects.get(connection=connection)
     assert (event.kind, event.actor, event.actor_user) == (EventKind.STAFF_REFRESH, Actor.STAFF, staff)
     assert f"{connection}: refreshed." in page.content.decode()
-    assert "secret" not in page.content.decode()
-    assert "secret" not in caplog.text
+    assert_no_secrets({"page": page.content.decode(), "logs": caplog.text}, "secret")
 
 
 def test_refresh_now_with_a_revoked_grant_marks_needs_reconnect(
@@ -352,7 +344,11 @@ def test_refresh_now_superseded_by_a_reconnect_says_so_and_keeps_the_newer_token
     def reconnected_meanwhile(request: Any) -> tuple[int, dict[str, str], str]:
         # The user reconnects while staff's refresh is in flight: a newer write.
         JiraConnection.objects.filter(pk=connection.pk).update(version=F("version") + 1)
-        return 200, {}, json.dumps(token_reply("staff-access-secret", "staff-refresh-secret"))
+        return (
+            200,
+            {},
+            json.dumps(token_reply(access_token="staff-access-secret", refresh_token="staff-refresh-secret")),
+        )
 
     mocked.add_callback(responses.POST, TOKEN_URL, callback=reconnected_meanwhile)
 
@@ -364,7 +360,7 @@ def test_refresh_now_superseded_by_a_reconnect_says_so_and_keeps_the_newer_token
     assert JiraConnection.objects.get(pk=connection.pk).refresh_token == connection.refresh_token
     staff_event = ConnectionEvent.objects.get(connection=connection, actor=Actor.STAFF)
     assert (staff_event.actor_user, staff_event.detail) == (staff, {"outcome": "superseded"})
-    assert_no_secrets(page, connection)
+    assert_no_secrets(page, *tokens_of(connection), FACTORY_TOKENS)
 
 
 def test_refresh_now_while_another_worker_holds_the_claim_says_so_and_calls_nobody(
@@ -404,7 +400,7 @@ def test_refresh_now_with_refused_client_credentials_reports_it_and_changes_no_c
     page = staff_client.get(response["Location"]).content.decode()
     assert "Refresh stopped, nothing was changed" in page
     assert "ATLASSIAN_CLIENT_SECRET" in page
-    assert "test-client-secret-do-not-log" not in page
+    assert_no_secrets(page, settings.ATLASSIAN_CLIENT_SECRET)
     assert len(mocked.calls) == 1
     assert list(JiraConnection.objects.order_by("pk").values_list(*columns)) == before
     for connection in pair:
@@ -450,7 +446,7 @@ def test_disconnect_asks_first_then_deletes_and_keeps_the_history(
 
     assert confirm.status_code == 200
     assert "Yes, disconnect" in confirm.content.decode()
-    assert_no_secrets(confirm.content.decode(), connection)
+    assert_no_secrets(confirm.content.decode(), *tokens_of(connection), FACTORY_TOKENS)
     assert JiraConnection.objects.filter(pk=connection.pk).exists()
 
     done = staff_client.post(
@@ -524,7 +520,7 @@ def test_staff_with_view_permission_can_look_but_not_act(
     assert client.get(CHANGELIST).status_code == 200
     html = client.get(change_url(pair[0])).content.decode()
     assert 'name="action"' not in html
-    assert_no_secrets(html, *pair)
+    assert_no_secrets(html, *tokens_of(*pair), FACTORY_TOKENS)
     for action in ("refresh_now", "mark_needs_reconnect", "disconnect"):
         run_action(client, action, pair[0], post="yes")
 
@@ -572,7 +568,7 @@ def test_event_history_is_read_only_and_filterable(
         response = staff_client.get(EVENTS, params)
         assert response.status_code == 200
         assert [e.pk for e in response.context["cl"].result_list] == [e.pk for e in expected], params
-        assert_no_secrets(response.content.decode(), *pair)
+        assert_no_secrets(response.content.decode(), *tokens_of(*pair), FACTORY_TOKENS)
 
     page = staff_client.get(f"{EVENTS}{connected.pk}/change/")
     assert page.status_code == 200

@@ -8,18 +8,18 @@ import pytest
 import responses
 
 from accounts.models import User
-from tests.integrations.oauth_helpers import (
+from tests.support.accounts import logged_in
+from tests.support.atlassian import token_calls
+from tests.support.oauth import (
     READ_FAILURES,
     TOKEN_FAILURES,
     Failure,
     callback,
     connect_failing,
-    logged_in,
     pending_states,
     register_success,
     row_counts,
     start_flow,
-    token_calls,
 )
 
 

@@ -7,7 +7,8 @@ import pytest
 import responses
 
 from accounts.models import User
-from tests.integrations.oauth_helpers import FAILED_CALLBACKS, Scenario, logged_in, row_counts
+from tests.support.accounts import logged_in
+from tests.support.oauth import FAILED_CALLBACKS, Scenario, row_counts
 
 
 @pytest.mark.parametrize(("scenario", "status"), FAILED_CALLBACKS.values(), ids=FAILED_CALLBACKS.keys())

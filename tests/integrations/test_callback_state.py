@@ -13,17 +13,17 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
-from tests.integrations.oauth_helpers import (
+from tests.support.accounts import logged_in
+from tests.support.atlassian import token_calls
+from tests.support.oauth import (
     CODE,
     another_browser,
     callback,
     hand_session_to,
-    logged_in,
     pending_states,
     register_success,
     row_counts,
     start_flow,
-    token_calls,
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -17,8 +16,9 @@ from django.utils import timezone
 
 from accounts.models import User
 from integrations.models import Actor, ConnectionEvent, ConnectionStatus, EventKind, JiraConnection, JiraSite
-from tests.conftest import ME_URL, RESOURCES_URL, TOKEN_URL
-from tests.integrations.oauth_helpers import (
+from tests.support.accounts import logged_in
+from tests.support.atlassian import ME_URL, RESOURCES_URL, TOKEN_URL, token_calls
+from tests.support.oauth import (
     ACCESS_TOKEN,
     ACCOUNT_ID,
     CODE,
@@ -28,12 +28,11 @@ from tests.integrations.oauth_helpers import (
     SITE_C,
     callback,
     connect,
-    logged_in,
+    connect_reply,
     me_reply,
     start_flow,
-    token_calls,
-    token_reply,
 )
+from tests.support.secrets import assert_no_secrets, raw_rows
 
 SANDBOX = "http://127.0.0.1:8001"
 
@@ -95,15 +94,17 @@ def test_success_records_a_connected_event_by_the_user(alice: User, mocked: resp
 def test_code_exchange_sends_the_documented_json_body(alice: User, mocked: responses.RequestsMock) -> None:
     connect(logged_in(alice), mocked)
 
-    request = token_calls(mocked)[0].request
-    assert request.headers["Content-Type"] == "application/json"
-    assert json.loads(request.body) == {
-        "grant_type": "authorization_code",
-        "client_id": "test-client-id",
-        "client_secret": "test-client-secret-do-not-log",
-        "code": CODE,
-        "redirect_uri": settings.ATLASSIAN_REDIRECT_URI,
-    }
+    assert mocked.calls[0].request.url == TOKEN_URL
+    assert mocked.calls[0].request.headers["Content-Type"] == "application/json"
+    assert token_calls(mocked) == [
+        {
+            "grant_type": "authorization_code",
+            "client_id": "test-client-id",
+            "client_secret": "test-client-secret-do-not-log",
+            "code": CODE,
+            "redirect_uri": settings.ATLASSIAN_REDIRECT_URI,
+        }
+    ]
     # Sites and identity are read with the new access token, exactly once each.
     reads = [call.request for call in mocked.calls if call.request.url in (RESOURCES_URL, ME_URL)]
     assert sorted(r.url for r in reads) == [ME_URL, RESOURCES_URL]
@@ -182,7 +183,7 @@ def test_reconnecting_the_same_account_updates_the_row_and_resyncs_sites(
             client,
             mocked,
             sites=[{**SITE_B, "name": "Beta Renamed"}, SITE_C],
-            tokens=token_reply(access_token="new-access-token", refresh_token="new-refresh-token"),
+            tokens=connect_reply(access_token="new-access-token", refresh_token="new-refresh-token"),
         )
 
     assert response.status_code == 302
@@ -239,8 +240,8 @@ def test_tokens_are_encrypted_in_the_database_column(alice: User, mocked: respon
 
     assert len(rows) == 1
     raw_access, raw_refresh = (bytes(value) for value in rows[0])
+    assert_no_secrets(raw_rows(), ACCESS_TOKEN, REFRESH_TOKEN)
     for raw, token in ((raw_access, ACCESS_TOKEN), (raw_refresh, REFRESH_TOKEN)):
-        assert token.encode() not in raw
         assert Fernet(settings.FERNET_KEYS[0]).decrypt(raw).decode() == token
 
 
@@ -262,7 +263,7 @@ def test_a_non_https_avatar_is_not_stored(alice: User, mocked: responses.Request
 
 def _connect_to_sandbox(client: Client, mocked: responses.RequestsMock, *, picture: str, site_avatar: str) -> None:
     """One whole flow with ATLASSIAN_API_URL on the local sandbox (http, loopback)."""
-    mocked.add(responses.POST, TOKEN_URL, json=token_reply())
+    mocked.add(responses.POST, TOKEN_URL, json=connect_reply())
     mocked.add(
         responses.GET, f"{SANDBOX}/oauth/token/accessible-resources", json=[{**SITE_A, "avatarUrl": site_avatar}]
     )
@@ -339,7 +340,7 @@ def test_a_first_connect_that_loses_the_insert_race_updates_the_winning_row(
         return rows.none() if lookups["n"] == 1 else rows
 
     with mock.patch.object(JiraConnection.objects, "select_for_update", other_tab_not_yet_committed):
-        response = connect(client, mocked, sites=[SITE_A], tokens=token_reply(access_token="tab-2-access"))
+        response = connect(client, mocked, sites=[SITE_A], tokens=connect_reply(access_token="tab-2-access"))
 
     assert response.status_code == 302
     assert response["Location"] == "/settings/"

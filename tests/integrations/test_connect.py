@@ -9,14 +9,8 @@ from django.utils import timezone
 
 from accounts.models import User
 from integrations import oauth
-from tests.integrations.oauth_helpers import (
-    CONNECT_PATH,
-    authorize_params,
-    callback,
-    logged_in,
-    pending_states,
-    start_flow,
-)
+from tests.support.accounts import logged_in
+from tests.support.oauth import CONNECT_PATH, authorize_params, callback, pending_states, start_flow
 
 REDIRECT_URI = "https://portal.example/integrations/jira/callback/"
 

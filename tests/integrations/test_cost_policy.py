@@ -25,15 +25,11 @@ from integrations.models import (
     EventKind,
     JiraConnection,
 )
-from tests.conftest import TOKEN_URL, ConnectionFactory
-from tests.integrations.refresh_support import FakeClock, fresh, install_clock, token_calls, token_reply
+from tests.support.atlassian import TOKEN_URL, token_calls, token_reply
+from tests.support.clock import FakeClock, install_clock
+from tests.support.connections import ConnectionFactory, fresh
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    return install_clock(monkeypatch)
 
 
 def run_once(**options: Any) -> refresh_run.RunSummary:

@@ -6,8 +6,9 @@ from django.test import Client
 
 from accounts.models import User
 from integrations.models import Actor, ConnectionEvent, EventKind, JiraConnection, JiraSite
-from tests.conftest import ConnectionFactory
-from tests.integrations.oauth_helpers import logged_in
+from tests.support.accounts import logged_in
+from tests.support.connections import ConnectionFactory, tokens_of
+from tests.support.secrets import assert_no_secrets
 
 CONNECTED_APPS_URL = "https://id.atlassian.com/manage-profile/apps"
 
@@ -28,7 +29,7 @@ def test_get_asks_for_confirmation_and_changes_nothing(alice: User, make_connect
     assert f'href="{CONNECTED_APPS_URL}"' in html
     assert '<form method="post">' in html
     assert 'name="csrfmiddlewaretoken"' in html
-    assert connection.access_token not in html
+    assert_no_secrets(html, *tokens_of(connection))
     assert JiraConnection.objects.filter(pk=connection.pk).exists()
     assert ConnectionEvent.objects.count() == 0
 

@@ -15,8 +15,9 @@ from accounts.models import User
 from integrations import atlassian
 from integrations.lifecycle.access import CLAIM_POLL_SECONDS, ConnectionUnusableError, jira_for
 from integrations.models import ConnectionStatus, JiraConnection
-from tests.conftest import API, TOKEN_URL, ConnectionFactory
-from tests.integrations.refresh_support import FakeClock, fresh, install_clock, token_calls, token_reply
+from tests.support.atlassian import API, TOKEN_URL, token_calls, token_reply
+from tests.support.clock import FakeClock
+from tests.support.connections import ConnectionFactory, fresh
 
 pytestmark = pytest.mark.django_db
 
@@ -25,11 +26,6 @@ BASE = f"{API}/ex/jira/{CLOUD}/rest/api/3"
 MYSELF_URL = f"{BASE}/myself"
 SEARCH_URL = f"{BASE}/search/jql"
 SCOPE_401 = {"code": 401, "message": "Unauthorized; scope does not match"}
-
-
-@pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    return install_clock(monkeypatch)
 
 
 @pytest.fixture

@@ -18,7 +18,9 @@ from accounts.models import User
 from integrations import clock
 from integrations.models import ConnectionStatus, JiraConnection, JiraSite
 from integrations.myjira.page import FIELDS, JQL
-from tests.conftest import API, TOKEN_URL, ConnectionFactory
+from tests.support.atlassian import API, TOKEN_URL
+from tests.support.connections import ConnectionFactory, tokens_of
+from tests.support.secrets import assert_no_secrets
 
 PAGE = "/jira/"
 
@@ -95,7 +97,7 @@ def test_issues_render_from_a_search_for_open_assigned_issues(
     assert "High" in html
     assert "15 Jan 2024, 10:30" in html
     assert "More</a>" not in html
-    assert connection.access_token not in html
+    assert_no_secrets(html, *tokens_of(connection))
 
 
 def test_failing_site_shows_its_message_while_the_others_render(
@@ -126,10 +128,7 @@ def test_failing_site_shows_its_message_while_the_others_render(
     assert "Jira did not answer, try again." in section
     assert html.count("Jira did not answer") == 1
     assert len(mocked.calls) == 3
-    for secret in (first.access_token, second.access_token, first.refresh_token, second.refresh_token):
-        assert secret is not None
-        assert secret not in caplog.text
-        assert secret not in html
+    assert_no_secrets({"logs": caplog.text, "page": html}, *tokens_of(first, second))
 
 
 def test_more_link_fetches_that_sites_next_page_with_the_token(
@@ -240,8 +239,9 @@ def test_expired_access_token_is_refreshed_before_the_search(
     connection.refresh_from_db()
     assert connection.access_token == "new-access-secret"
     assert connection.refresh_token == "new-refresh-secret"
-    for secret in ("old-access-secret", "new-access-secret", "new-refresh-secret", "refresh-token-1-secret"):
-        assert secret not in caplog.text
+    assert_no_secrets(
+        caplog.text, "old-access-secret", "new-access-secret", "new-refresh-secret", "refresh-token-1-secret"
+    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -27,10 +25,12 @@ from accounts.models import User
 from integrations.lifecycle import run as refresh_run
 from integrations.management.commands.refresh_tokens import progress_line
 from integrations.models import ConnectionEvent, ConnectionStatus, JiraConnection
-from tests.concurrency.strict import StrictTokenServer, command_env
-from tests.conftest import TOKEN_URL, ConnectionFactory
-from tests.integrations.refresh_support import FakeClock, fresh, install_clock, token_calls, token_reply
-from tests.manage_run import manage, production_env
+from sandbox.server import Sandbox, SandboxConfig
+from tests.support.atlassian import TOKEN_URL, token_calls, token_reply
+from tests.support.clock import FakeClock
+from tests.support.connections import ConnectionFactory, fresh
+from tests.support.processes import manage, portal_env, production_env
+from tests.support.secrets import assert_no_secrets
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,11 +54,6 @@ def run(*args: str, stderr: io.StringIO | None = None) -> tuple[int, str, str]:
 def run_json(*args: str) -> tuple[int, dict[str, Any]]:
     code, out, _err = run("--json", *args)
     return code, json.loads(out)
-
-
-@pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    return install_clock(monkeypatch)
 
 
 @pytest.fixture
@@ -457,20 +452,13 @@ def test_bad_option_values_are_refused(bad: list[str]) -> None:
 def test_exit_code_of_the_real_process_is_2_when_atlassian_refuses_the_client(
     alice: User, make_connection: ConnectionFactory, expired: dict[str, Any]
 ) -> None:
-    with StrictTokenServer(client_secret="a-different-secret") as server:
+    atlassian = SandboxConfig(port=0, client_id=settings.ATLASSIAN_CLIENT_ID, client_secret="a-different-secret")
+    with Sandbox(atlassian) as server:
         make_connection(alice, **expired)
 
-        result = subprocess.run(
-            [sys.executable, "manage.py", "refresh_tokens"],
-            cwd=settings.BASE_DIR,
-            env=command_env(server),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = manage("refresh_tokens", env=portal_env(server.url))
 
     assert result.returncode == 2, result.stderr
     assert "Configuration error: Atlassian refused this portal's client credentials" in result.stderr
     assert "Refreshed: 0" in result.stdout
-    assert "test-client-secret-do-not-log" not in result.stdout + result.stderr
+    assert_no_secrets({"stdout": result.stdout, "stderr": result.stderr}, settings.ATLASSIAN_CLIENT_SECRET)

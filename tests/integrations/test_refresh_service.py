@@ -30,25 +30,13 @@ from integrations.lifecycle.refresh import (
 )
 from integrations.lifecycle.status import connection_mark_needs_reconnect
 from integrations.models import Actor, ConnectionEvent, ConnectionStatus, EventKind, JiraConnection
-from tests.conftest import TOKEN_URL, ConnectionFactory
-from tests.integrations.refresh_support import (
-    OTHER_FERNET_KEY,
-    FakeClock,
-    assert_no_secret,
-    event_kinds,
-    fresh,
-    install_clock,
-    token_calls,
-    token_reply,
-)
+from tests.support.atlassian import TOKEN_URL, token_calls, token_reply
+from tests.support.clock import FakeClock
+from tests.support.connections import OTHER_FERNET_KEY, ConnectionFactory, event_kinds, fresh
+from tests.support.secrets import assert_no_secrets
 from tests.support.unsafe import claim_switched_off
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    return install_clock(monkeypatch)
 
 
 @pytest.fixture
@@ -270,7 +258,7 @@ def test_dead_grant_marks_needs_reconnect_and_emails_the_user_once(
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["alice@example.com"]
     assert "http://testserver/settings/" in mail.outbox[0].body
-    assert_no_secret(mail.outbox[0].body, "old-refresh-secret", "old-access-secret")
+    assert_no_secrets(mail.outbox[0].body, "old-refresh-secret", "old-access-secret")
 
 
 def test_a_second_run_after_the_dead_grant_sends_no_second_email(
@@ -736,4 +724,4 @@ def test_no_token_or_client_secret_reaches_logs_events_or_results(
 
     events = list(ConnectionEvent.objects.values_list("message", "detail"))
     text = f"{caplog.text} {events} {result!r} {result} {fresh(due)!r} {fresh(due)}"
-    assert_no_secret(text, "old-refresh-secret", "old-access-secret", "new-refresh-1-secret", "new-access-1-secret")
+    assert_no_secrets(text, "old-refresh-secret", "old-access-secret", "new-refresh-1-secret", "new-access-1-secret")

@@ -19,8 +19,9 @@ from integrations.lifecycle import keys
 from integrations.lifecycle.keys import tokens_rotate
 from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_for_access
 from integrations.models import Actor, ConnectionEvent, ConnectionStatus, EventKind, JiraConnection
-from tests.conftest import ConnectionFactory, login_verified
-from tests.integrations.test_token_field import new_key, raw_token, reload, tamper
+from tests.support.accounts import login_verified
+from tests.support.connections import ConnectionFactory, fresh, new_key, raw_token, tamper
+from tests.support.secrets import assert_no_secrets
 
 COLUMNS = ("access_token", "refresh_token")
 
@@ -57,7 +58,7 @@ def test_rotation_re_encrypts_every_token_so_the_old_key_can_go(
     assert (report.scanned, report.rotated, report.current, report.unreadable, report.skipped) == (5, 5, 0, 0, 0)
     settings.FERNET_KEYS = [newest]
     for connection in connections:
-        stored = reload(connection)
+        stored = fresh(connection)
         assert (stored.access_token, stored.refresh_token) == plaintext[connection.pk]
         assert stored.status == ConnectionStatus.ACTIVE
         assert stored.version == connection.version
@@ -69,8 +70,7 @@ def test_rotation_re_encrypts_every_token_so_the_old_key_can_go(
     assert sorted(events.values_list("connection_id", flat=True)) == sorted(c.pk for c in connections)
     assert set(events.values_list("actor", flat=True)) == {Actor.SYSTEM}
     assert set(events.values_list("user_id", flat=True)) == {c.user_id for c in connections}
-    assert "secret" not in caplog.text
-    assert "secret" not in str(list(events.values_list("message", "detail")))
+    assert_no_secrets({"logs": caplog.text, "events": str(list(events.values_list("message", "detail")))}, "secret")
 
 
 def test_second_run_rotates_nothing(connections: list[JiraConnection], old_key: str, settings: Any) -> None:
@@ -95,7 +95,7 @@ def test_dry_run_counts_but_changes_no_byte(connections: list[JiraConnection], o
     assert (report.rotated, report.current, report.unreadable, report.skipped) == (4, 0, 1, 0)
     assert [raw_pair(c) for c in connections] == before
     assert not ConnectionEvent.objects.exists()
-    assert reload(connections[0]).status == ConnectionStatus.ACTIVE
+    assert fresh(connections[0]).status == ConnectionStatus.ACTIVE
     assert mail.outbox == []
 
 
@@ -112,7 +112,7 @@ def test_tampered_token_marks_only_its_connection_and_keeps_its_bytes(
     report = tokens_rotate(batch_size=2)
 
     assert (report.rotated, report.current, report.unreadable, report.skipped) == (4, 0, 1, 0)
-    stored = reload(broken)
+    stored = fresh(broken)
     assert (stored.status, stored.status_reason) == (ConnectionStatus.NEEDS_RECONNECT, "token_unreadable")
     assert raw_pair(broken) == (access_before, damaged)
     assert ConnectionEvent.objects.filter(connection=broken, kind=EventKind.NEEDS_RECONNECT).count() == 1
@@ -121,8 +121,8 @@ def test_tampered_token_marks_only_its_connection_and_keeps_its_bytes(
     settings.FERNET_KEYS = [newest]
     for connection in connections:
         if connection.pk != broken.pk:
-            assert reload(connection).status == ConnectionStatus.ACTIVE
-            assert reload(connection).refresh_token == connection.refresh_token
+            assert fresh(connection).status == ConnectionStatus.ACTIVE
+            assert fresh(connection).refresh_token == connection.refresh_token
 
     # A second run neither marks it again nor rewrites it.
     settings.FERNET_KEYS = [newest, old_key]
@@ -153,7 +153,7 @@ def test_removing_a_key_without_rotating_loses_access_but_never_the_ciphertext(
     before = raw_pair(connection)
     settings.FERNET_KEYS = [new_key()]
 
-    assert reload(connection).refresh_token is None
+    assert fresh(connection).refresh_token is None
     client.force_login(alice)
     page = client.get("/settings/")
     assert page.status_code == 200
@@ -163,11 +163,11 @@ def test_removing_a_key_without_rotating_loses_access_but_never_the_ciphertext(
 
     assert result.outcome == RefreshOutcome.NEEDS_RECONNECT
     assert len(mocked.calls) == 0
-    stored = reload(connection)
+    stored = fresh(connection)
     assert (stored.status, stored.status_reason) == (ConnectionStatus.NEEDS_RECONNECT, "token_unreadable")
     assert raw_pair(connection) == before
     settings.FERNET_KEYS = [new_key(), old_key]
-    assert reload(connection).refresh_token == "refresh-token-1-secret"
+    assert fresh(connection).refresh_token == "refresh-token-1-secret"
 
 
 @pytest.mark.parametrize("bump_version", [True, False], ids=["version-bumped", "same-version"])
@@ -191,8 +191,8 @@ def test_connection_written_during_rotation_is_skipped_not_overwritten(
     report = tokens_rotate()
 
     assert (report.rotated, report.skipped) == (4, 1)
-    assert reload(target).access_token == "refreshed-meanwhile-secret"
-    assert reload(target).refresh_token == target.refresh_token
+    assert fresh(target).access_token == "refreshed-meanwhile-secret"
+    assert fresh(target).refresh_token == target.refresh_token
     monkeypatch.setattr(keys, "_reencrypted", original)
     assert tokens_rotate().rotated == 1
 

@@ -8,8 +8,9 @@ from django.test import Client, override_settings
 
 from accounts.models import User
 from integrations.models import ConnectionStatus
-from tests.conftest import ConnectionFactory
-from tests.integrations.oauth_helpers import logged_in
+from tests.support.accounts import logged_in
+from tests.support.connections import ConnectionFactory, tokens_of
+from tests.support.secrets import assert_no_secrets
 
 WHEN = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 
@@ -124,9 +125,7 @@ def test_the_page_never_holds_a_token(alice: User, make_connection: ConnectionFa
 
     for connection in connections:
         assert f'id="connection-{connection.pk}"' in html
-        for token in (connection.access_token, connection.refresh_token):
-            assert token
-            assert token not in html
+        assert_no_secrets(html, *tokens_of(connection))
 
 
 def test_nobody_sees_anothers_connection(alice: User, bob: User, make_connection: ConnectionFactory) -> None:

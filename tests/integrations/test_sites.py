@@ -6,8 +6,8 @@ from django.test import Client
 
 from accounts.models import User
 from integrations.models import Actor, ConnectionEvent, EventKind, JiraSite
-from tests.conftest import ConnectionFactory
-from tests.integrations.oauth_helpers import logged_in
+from tests.support.accounts import logged_in
+from tests.support.connections import ConnectionFactory
 
 
 def _url(site: JiraSite) -> str:

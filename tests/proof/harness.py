@@ -1,22 +1,19 @@
-"""The proof suites' tools: a sandbox process, seeded connections, refresh_tokens
-processes, on-demand API bursts, and a scanner for leaked secrets.
+"""The proof suites' tools: seeded connections, refresh_tokens processes, on-demand API
+bursts, the leak scan of everything a proof produced, and the figures it records.
 
 Everything here drives the real pieces from outside, as production would: the sandbox
-(`python -m sandbox`) plays Atlassian in its own process, and `manage.py refresh_tokens`
-runs as separate OS processes on the test database, as if on separate hosts.
+(`python -m sandbox`, sandbox.testing.SandboxProcess) plays Atlassian in its own process,
+controlled through its SandboxClient, and `manage.py refresh_tokens` runs as separate OS
+processes on the test database (tests.support.processes), as if on separate hosts.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import platform
 import random
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,13 +22,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from unittest import mock
-from urllib.parse import quote
 
-import pytest
 from django.conf import settings
 from django.db import connection as db_connection
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F
 from django.utils import timezone
 
@@ -39,138 +32,14 @@ from accounts.models import User
 from integrations import atlassian
 from integrations.lifecycle.access import ConnectionTokens, connection_access_token
 from integrations.models import ConnectionStatus, JiraConnection, JiraSite
-from sandbox.config import SandboxConfig
-from sandbox.seed import ADA
 from sandbox.testing import SandboxClient
-from tests.support import unsafe as unsafe_launcher
+from tests.support.processes import RefreshProcess, RunResult, log_texts
+from tests.support.secrets import assert_no_secrets, raw_rows
 
-PROJECT = Path(settings.BASE_DIR)
-ARTIFACTS = PROJECT / "artifacts" / "proof"
-INTEGRATION_TABLES = ("integrations_jiraconnection", "integrations_jirasite", "integrations_connectionevent")
-
-
-# --- The sandbox, in its own process ------------------------------------------------------
-
-
-class SandboxProcess:
-    """`python -m sandbox` on an ephemeral port, with the portal's test client credentials."""
-
-    def __init__(self, log_dir: Path, *, leeway: float, access_ttl: int = 3600) -> None:
-        self.log_dir = log_dir
-        self.leeway = leeway
-        self.access_ttl = access_ttl
-        self.config = SandboxConfig(
-            client_id=settings.ATLASSIAN_CLIENT_ID,
-            client_secret=settings.ATLASSIAN_CLIENT_SECRET,
-            redirect_uri=settings.ATLASSIAN_REDIRECT_URI,
-            leeway=leeway,
-            access_ttl=access_ttl,
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self._client: SandboxClient | None = None
-
-    def start(self) -> SandboxProcess:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        out = self.log_dir / f"sandbox-{time.monotonic_ns()}.log"
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONDONTWRITEBYTECODE": "1",
-            # Through the environment, not argv: the secret stays out of `ps`.
-            "SANDBOX_CLIENT_ID": self.config.client_id,
-            "SANDBOX_CLIENT_SECRET": self.config.client_secret,
-            "SANDBOX_REDIRECT_URI": self.config.redirect_uri,
-        }
-        with out.open("wb") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sandbox", "--port", "0", "--quiet", *self._options()],
-                cwd=PROJECT,
-                env=env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            found = re.search(r"listening on (http://[0-9.:]+)", out.read_text(errors="replace"))
-            if found:
-                self.url = found.group(1)
-                self._client = SandboxClient(self.url, self.config, timeout=30)
-                return self
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the sandbox did not start: {out.read_text(errors='replace')[-2000:]}")
-
-    def _options(self) -> list[str]:
-        return ["--leeway", str(self.leeway), "--access-ttl", str(self.access_ttl)]
-
-    def stop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-    @property
-    def client(self) -> SandboxClient:
-        assert self._client is not None, "the sandbox is not started"
-        return self._client
-
-    def counters(self) -> dict[str, Any]:
-        return self.client.counters()
-
-    def secrets(self) -> list[str]:
-        issued = self.client.control("secrets")
-        return [
-            self.config.client_secret,
-            issued["client_secret"],
-            *issued["codes"],
-            *issued["access_tokens"],
-            *issued["refresh_tokens"],
-        ]
-
-    def mint(self, count: int, *, account_id: str | None = None) -> list[dict[str, Any]]:
-        body: dict[str, Any] = {"count": count}
-        if account_id is not None:
-            body["account_id"] = account_id
-        return list(self.client.control("grants", body))
-
-    def faults(self, spec: dict[str, Any]) -> None:
-        self.client.faults(spec)
-
-    def configure(self, **changes: Any) -> None:
-        self.client.configure(**changes)
-
-    def advance(self, seconds: float) -> None:
-        self.client.advance(seconds)
-
-    def revoke(self, account_id: str) -> None:
-        self.client.control("revoke", {"account_id": account_id})
-
-    def refreshes_by_account(self) -> dict[str, int]:
-        return dict(self.client.control("refreshes")["by_account"])
-
-    def grants(self) -> list[dict[str, Any]]:
-        return list(self.client.control("grants"))
-
-    def sites(self) -> list[dict[str, Any]]:
-        """The Jira sites of the minted accounts (they get Ada's)."""
-        seed = self.client.control("seed")
-        ada = next(user for user in seed["users"] if user["account_id"] == ADA)
-        return [site for site in seed["sites"] if site["id"] in ada["site_ids"]]
-
-    def wait_for_token_requests(self, above: int, *, timeout: float = 120.0) -> None:
-        """Until the token endpoint has seen more than `above` requests."""
-        deadline = time.monotonic() + timeout
-        while self.counters()["requests"]["token"] <= above:
-            if time.monotonic() > deadline:
-                raise AssertionError("no token request reached the sandbox in time")
-            time.sleep(0.02)
+ARTIFACTS = Path(settings.BASE_DIR) / "artifacts" / "proof"
+# Starts `python -m sandbox` with the test settings' credentials, points this process at
+# it, and returns its control client (the proofs' `start_sandbox` fixture).
+StartSandbox = Callable[..., SandboxClient]
 
 
 def delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
@@ -189,17 +58,6 @@ def faults_by_kind(after: dict[str, Any], before: dict[str, Any]) -> dict[str, i
 # --- The portal's database -------------------------------------------------------------------
 
 
-def database_url() -> str:
-    """The live (test) database as a URL for child processes."""
-    db = db_connection.settings_dict
-    if db_connection.vendor == "sqlite":
-        return f"sqlite:///{Path(db['NAME']).resolve()}"
-    credentials = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 @dataclass(frozen=True)
 class Seeded:
     ids: list[int]
@@ -207,10 +65,10 @@ class Seeded:
     site: dict[str, Any]
 
 
-def seed_connections(sandbox: SandboxProcess, count: int) -> Seeded:
+def seed_connections(sandbox: SandboxClient, count: int) -> Seeded:
     """`count` due connections, each holding its own live grant minted by the sandbox."""
     grants = sandbox.mint(count)
-    sites = sandbox.sites()
+    sites = sandbox.sites_of()
     now = timezone.now()
     users = User.objects.bulk_create(
         [User(email=f"{grant['account_id'].replace(':', '-')}@proof.example", password="!") for grant in grants]
@@ -311,7 +169,7 @@ def needs_reconnect(ids: Iterable[int]) -> set[int]:
     return set(rows.values_list("pk", flat=True))
 
 
-def reconnect(sandbox: SandboxProcess, seeded: Seeded, ids: Iterable[int]) -> None:
+def reconnect(sandbox: SandboxClient, seeded: Seeded, ids: Iterable[int]) -> None:
     """The users of `ids` consent again: a fresh grant each, written as a reconnect would."""
     for pk in ids:
         (grant,) = sandbox.mint(1, account_id=seeded.account_of[pk])
@@ -329,92 +187,11 @@ def reconnect(sandbox: SandboxProcess, seeded: Seeded, ids: Iterable[int]) -> No
         )
 
 
-def raw_rows(tables: Iterable[str] = INTEGRATION_TABLES) -> str:
-    """Every column of every row, as the database holds it (bytes decoded latin-1)."""
-    lines: list[str] = []
-    with db_connection.cursor() as cursor:
-        for table in tables:
-            # In key order: an UPDATE that changes nothing still moves a row on PostgreSQL.
-            cursor.execute(f"SELECT * FROM {db_connection.ops.quote_name(table)} ORDER BY 1")  # noqa: S608
-            for row in cursor.fetchall():
-                lines.append(" | ".join(_raw(value) for value in row))
-    return "\n".join(lines)
-
-
-def _raw(value: Any) -> str:
-    if isinstance(value, memoryview):
-        value = value.tobytes()
-    if isinstance(value, bytes):
-        return value.decode("latin-1")
-    return str(value)
-
-
 # --- refresh_tokens as OS processes ---------------------------------------------------------
 
 
-def portal_env(sandbox: SandboxProcess, **extra: str) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        # Exactly this environment: no developer .env in the project folder.
-        "JIRACONNECT_ENV_FILE": "",
-        "DATABASE_URL": database_url(),
-        "TEST_ATLASSIAN_SERVER_URL": sandbox.url,
-        **extra,
-    }
-
-
-@dataclass
-class RunResult:
-    name: str
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        lines = self.stdout.strip().splitlines()
-        assert lines, f"{self.name}: no summary (exit {self.returncode}): {self.stderr[-2000:]}"
-        summary: dict[str, Any] = json.loads(lines[-1])
-        return summary
-
-
-class RefreshProcess:
-    """One `manage.py refresh_tokens --json …`; its output goes to files in `log_dir`."""
-
-    def __init__(self, sandbox: SandboxProcess, log_dir: Path, name: str, *args: str, unsafe: bool = False) -> None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        # The control run: the same command with the refresh claim switched off.
-        launcher = str(unsafe_launcher.SCRIPT) if unsafe else "manage.py"
-        self.name = name
-        self.out = log_dir / f"{name}.out"
-        self.err = log_dir / f"{name}.err"
-        with self.out.open("wb") as out, self.err.open("wb") as err:
-            self.popen = subprocess.Popen(
-                [sys.executable, launcher, "refresh_tokens", "--json", *args],
-                cwd=PROJECT,
-                env=portal_env(sandbox),
-                stdout=out,
-                stderr=err,
-            )
-
-    def wait(self, timeout: float = 600) -> RunResult:
-        try:
-            code = self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
-            raise
-        return RunResult(self.name, code, self.out.read_text(errors="replace"), self.err.read_text(errors="replace"))
-
-    def kill_9(self) -> int:
-        self.popen.send_signal(signal.SIGKILL)
-        return self.popen.wait(timeout=30)
-
-
-def refresh_tokens(sandbox: SandboxProcess, log_dir: Path, name: str, *args: str) -> RunResult:
-    return RefreshProcess(sandbox, log_dir, name, *args).wait()
+def refresh_tokens(sandbox: SandboxClient, log_dir: Path, name: str, *args: str) -> RunResult:
+    return RefreshProcess(sandbox.base_url, log_dir, name, *args).wait()
 
 
 # --- On-demand API calls while the refreshers run -----------------------------------------------
@@ -472,78 +249,11 @@ def api_burst(seeded: Seeded, *, calls: int, rng: random.Random) -> Burst:
 
 # --- Leaked secrets ----------------------------------------------------------------------------
 
-CHUNK = 24
-_URLSAFE_RUN = re.compile(rf"[A-Za-z0-9_-]{{{CHUNK},}}")
 
-
-class SecretScanner:
-    """Finds any issued secret, or any fragment of 47+ characters of one, in text.
-
-    Sandbox tokens are JWT-shaped (header.payload.signature, url-safe alphabet) and the
-    header is the same in every token, so it is no secret. Each secret part is cut into
-    aligned 24-character chunks: any 47-character fragment holds a whole chunk, found
-    by sliding over the url-safe runs of the text. Set lookups keep 10,000 secrets and
-    megabytes of text to seconds.
-    """
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s})
-        owners: dict[str, set[str]] = {}
-        for secret in self.secrets:
-            for part in secret.split("."):
-                owners.setdefault(part, set()).add(secret)
-        self.chunks: dict[str, str] = {}
-        for part, holders in owners.items():
-            if len(holders) > 1 or len(part) < CHUNK:
-                continue
-            (secret,) = holders
-            for start in range(0, len(part) - CHUNK + 1, CHUNK):
-                self.chunks[part[start : start + CHUNK]] = secret
-        chunked = set(self.chunks.values())
-        # Short secrets (the client secret) are also searched whole.
-        self.whole = [s for s in self.secrets if s not in chunked or len(s) < 2 * CHUNK]
-
-    def hits(self, text: str) -> set[str]:
-        found = {secret for secret in self.whole if secret in text}
-        for run in _URLSAFE_RUN.findall(text):
-            for start in range(len(run) - CHUNK + 1):
-                secret = self.chunks.get(run[start : start + CHUNK])
-                if secret is not None:
-                    found.add(secret)
-        return found
-
-    def assert_clean(self, texts: dict[str, str]) -> dict[str, int]:
-        """No secret in any of `texts` (name → text); returns what was scanned."""
-        assert self.secrets, "nothing to look for: the scan would pass vacuously"
-        # The scanner must see a leak when there is one: a fragment of the last token.
-        canary = self.secrets[-1]
-        assert self.hits(f"x{canary[len(canary) // 3 : len(canary) // 3 + 60]}x") or self.hits(canary)
-        leaks = {name: len(found) for name, text in texts.items() if (found := self.hits(text))}
-        assert not leaks, f"secrets found in: {leaks}"
-        return {"secrets": len(self.secrets), "texts": len(texts), "bytes": sum(len(t) for t in texts.values())}
-
-
-@contextmanager
-def logging_everything(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """Every logger at DEBUG, and SQL with its parameters (tokens only as ciphertext) from
-    every database connection of every thread: a live server's requests run in their own."""
-    caplog.set_level(logging.DEBUG)
-    # Loggers with their own level (urllib3, django) would drop DEBUG records otherwise.
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger):
-            caplog.set_level(logging.DEBUG, logger=name)
-    # What force_debug_cursor does for one connection, for all of them.
-    with mock.patch.object(BaseDatabaseWrapper, "queries_logged", property(lambda self: True)):
-        yield caplog
-
-
-def log_texts(log_dir: Path) -> dict[str, str]:
-    """Every refresh_tokens process's stdout and stderr kept in `log_dir`."""
-    return {
-        path.name: path.read_text(errors="replace")
-        for path in sorted(log_dir.iterdir())
-        if path.suffix in (".out", ".err")
-    }
+def assert_no_secret_leaked(sandbox: SandboxClient, logs: Path, **texts: str) -> dict[str, int]:
+    """No secret the sandbox issued in the processes' output in `logs`, in the raw
+    columns of the database, nor in `texts`; returns what was scanned."""
+    return assert_no_secrets({**log_texts(logs), "database": raw_rows(), **texts}, *sandbox.issued_secrets())
 
 
 # --- Figures for docs/evidence.md ------------------------------------------------------------

@@ -28,9 +28,9 @@ from integrations.lifecycle import access
 from integrations.lifecycle import run as refresh_run
 from integrations.lifecycle.refresh import RefreshOutcome, RefreshResult
 from integrations.models import ConnectionEvent, ConnectionStatus, EventKind, JiraConnection
-from tests.integrations.refresh_support import FakeClock, install_clock
-from tests.proof.conftest import StartSandbox
-from tests.proof.harness import SandboxProcess, Seeded, record, seed_connections, stopwatch
+from sandbox.testing import SandboxClient
+from tests.proof.harness import Seeded, StartSandbox, record, seed_connections, stopwatch
+from tests.support.clock import FakeClock, install_clock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,7 +40,7 @@ HOUR = 3600.0
 class Simulation:
     """Both clocks, the users who call Jira, and what each connection cost."""
 
-    def __init__(self, sandbox: SandboxProcess, clock: FakeClock, seeded: Seeded, *, used: int) -> None:
+    def __init__(self, sandbox: SandboxClient, clock: FakeClock, seeded: Seeded, *, used: int) -> None:
         self.sandbox = sandbox
         self.clock = clock
         self.ids = seeded.ids

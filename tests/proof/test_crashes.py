@@ -22,17 +22,14 @@ from django.utils import timezone
 
 from integrations.lifecycle.refresh import CLAIM_LEASE
 from integrations.models import ConnectionStatus, JiraConnection
-from tests.proof.conftest import StartSandbox
+from sandbox.testing import SandboxClient
 from tests.proof.harness import (
-    RefreshProcess,
-    SandboxProcess,
-    SecretScanner,
     Seeded,
+    StartSandbox,
+    assert_no_secret_leaked,
     delta,
-    log_texts,
     make_due,
     needs_reconnect,
-    raw_rows,
     reconnect,
     record,
     refresh_tokens,
@@ -40,6 +37,7 @@ from tests.proof.harness import (
     versions,
     wait_for_other_sessions_to_end,
 )
+from tests.support.processes import RefreshProcess
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -52,7 +50,7 @@ WORKERS = 8
 BATCH_SECONDS = CONNECTIONS * LATENCY_MS / 1000 / WORKERS
 
 
-def settled(sandbox: SandboxProcess, counters: dict[str, Any]) -> dict[str, int]:
+def settled(sandbox: SandboxClient, counters: dict[str, Any]) -> dict[str, int]:
     """Counters once everything the dead process sent has been dealt with: the requests
     Atlassian had received are still processed (and rotate), and the statement the
     database had received still commits."""
@@ -69,12 +67,12 @@ def settled(sandbox: SandboxProcess, counters: dict[str, Any]) -> dict[str, int]
 
 
 def crash_trial(
-    sandbox: SandboxProcess, seeded: Seeded, logs: Path, *, trial: int, rng: random.Random
+    sandbox: SandboxClient, seeded: Seeded, logs: Path, *, trial: int, rng: random.Random
 ) -> dict[str, Any]:
     make_due(seeded.ids)
     before = versions(seeded.ids)
     counters = sandbox.counters()
-    run = RefreshProcess(sandbox, logs, f"trial{trial:02d}-killed", "--concurrency", str(WORKERS))
+    run = RefreshProcess(sandbox.base_url, logs, f"trial{trial:02d}-killed", "--concurrency", str(WORKERS))
     # Random moments inside the batch: the process is killed while refreshing.
     sandbox.wait_for_token_requests(counters["requests"]["token"])
     delay = rng.uniform(0, BATCH_SECONDS)
@@ -114,7 +112,7 @@ def crash_trial(
     }
 
 
-def run_trials(start_sandbox: StartSandbox, logs: Path, *, leeway: float) -> tuple[SandboxProcess, list[dict]]:
+def run_trials(start_sandbox: StartSandbox, logs: Path, *, leeway: float) -> tuple[SandboxClient, list[dict]]:
     sandbox = start_sandbox(leeway=leeway)
     sandbox.faults({"token": {"latency_ms": LATENCY_MS}})
     seeded = seed_connections(sandbox, CONNECTIONS)
@@ -135,10 +133,6 @@ def totals(trials: list[dict[str, Any]]) -> dict[str, int]:
         "killed_mid_batch": sum(1 for t in trials if t["killed_exit"] == -9),
         **{key: sum(t[key] for t in trials) for key in keys},
     }
-
-
-def assert_no_secret_leaked(sandbox: SandboxProcess, logs: Path) -> dict[str, int]:
-    return SecretScanner(sandbox.secrets()).assert_clean({**log_texts(logs), "database": raw_rows()})
 
 
 def test_kill_9_then_rerun_loses_no_connection_inside_the_reuse_leeway(start_sandbox: StartSandbox, logs: Path) -> None:

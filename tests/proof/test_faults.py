@@ -16,19 +16,18 @@ import pytest
 from django.utils import timezone
 
 from integrations.models import ConnectionEvent, ConnectionStatus, EventKind, JiraConnection
-from tests.proof.conftest import StartSandbox
 from tests.proof.harness import (
-    SecretScanner,
+    StartSandbox,
+    assert_no_secret_leaked,
     delta,
     faults_by_kind,
-    log_texts,
-    raw_rows,
     record,
     refresh_tokens,
     seed_connections,
     status_counts,
     versions,
 )
+from tests.support.secrets import raw_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -91,7 +90,7 @@ def test_thirty_percent_token_faults_heal_within_five_reruns(start_sandbox: Star
     waits = rate_limited_waits(seeded.ids)
     assert waits
     assert all(RETRY_AFTER - 10 < wait <= RETRY_AFTER for wait in waits), sorted(waits)
-    scanned = SecretScanner(sandbox.secrets()).assert_clean({**log_texts(logs), "database": raw_rows()})
+    scanned = assert_no_secret_leaked(sandbox, logs)
     record(
         "faults-30-percent",
         {
@@ -155,7 +154,7 @@ def test_429_retry_after_sets_next_attempt_and_runs_wait_for_it(start_sandbox: S
         assert connection.status == ConnectionStatus.ACTIVE
         assert connection.next_attempt_at is None
         assert connection.refresh_token != stored[connection.pk]
-    SecretScanner(sandbox.secrets()).assert_clean({**log_texts(logs), "database": raw_rows()})
+    assert_no_secret_leaked(sandbox, logs)
 
 
 def test_refused_client_secret_exits_2_and_changes_no_connection(start_sandbox: StartSandbox, logs: Path) -> None:
@@ -177,4 +176,4 @@ def test_refused_client_secret_exits_2_and_changes_no_connection(start_sandbox: 
     assert raw_rows() == rows_before
     assert ConnectionEvent.objects.count() == events_before
     assert sandbox.counters()["refreshes"] == 0
-    SecretScanner(sandbox.secrets()).assert_clean({**log_texts(logs), "database": raw_rows()})
+    assert_no_secret_leaked(sandbox, logs)

@@ -37,9 +37,10 @@ from accounts.models import User
 from integrations.lifecycle.config import ConfigurationError
 from integrations.lifecycle.refresh import connection_refresh_for_access
 from integrations.models import ConnectionStatus, JiraConnection
-from tests.conftest import TOKEN_URL
-from tests.integrations.oauth_helpers import CALLBACK_PATH, register_success, secrets_in_play, start_flow
 from tests.proof.harness import record, stopwatch
+from tests.support.atlassian import TOKEN_URL
+from tests.support.oauth import CALLBACK_PATH, register_success, secrets_in_play, start_flow
+from tests.support.secrets import assert_no_secrets
 
 EXAMPLES = [
     pytest.param(100, id="100-examples"),
@@ -322,7 +323,6 @@ def test_any_token_reply_leaves_a_usable_refresh_token_and_raises_nothing_unhand
 
     assert tally["examples"] >= examples
     assert tally["refreshed"] > 0
-    assert OLD_REFRESH not in caplog.text
-    assert OLD_ACCESS not in caplog.text
+    assert_no_secrets(caplog.text, OLD_REFRESH, OLD_ACCESS)
     if examples >= 1000:
         record("hostile-token-replies", {"seconds": timing["seconds"], **tally})

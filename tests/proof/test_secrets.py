@@ -30,18 +30,11 @@ from integrations.lifecycle.access import jira_for
 from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_for_access
 from integrations.models import ConnectionEvent, JiraConnection
 from sandbox.testing import approve
-from tests.conftest import login_verified
-from tests.integrations.oauth_helpers import CALLBACK_PATH, CONNECT_PATH
-from tests.proof.conftest import StartSandbox
-from tests.proof.harness import (
-    SecretScanner,
-    log_texts,
-    logging_everything,
-    needs_reconnect,
-    raw_rows,
-    refresh_tokens,
-    seed_connections,
-)
+from tests.proof.harness import StartSandbox, needs_reconnect, refresh_tokens, seed_connections
+from tests.support.accounts import login_verified
+from tests.support.oauth import CALLBACK_PATH, CONNECT_PATH
+from tests.support.processes import log_texts
+from tests.support.secrets import assert_no_secrets, logging_everything, raw_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -150,8 +143,7 @@ def test_no_issued_secret_in_logs_pages_error_reports_or_raw_columns(
     texts["database"] = raw_rows(
         ["integrations_jiraconnection", "integrations_jirasite", "integrations_connectionevent", "django_admin_log"]
     )
-    secrets = sandbox.secrets()
-    scanner = SecretScanner(secrets)
+    secrets = sandbox.issued_secrets()
     # The scan has something to find: the consent's code, and tokens of every kind.
     assert len(secrets) > 30
     # The SQL that wrote the tokens was captured, with its parameters.
@@ -159,4 +151,4 @@ def test_no_issued_secret_in_logs_pages_error_reports_or_raw_columns(
         r.name == "django.db.backends" and 'UPDATE "integrations_jiraconnection"' in r.getMessage()
         for r in everything_logged.records
     )
-    scanner.assert_clean(texts)
+    assert_no_secrets(texts, *secrets)

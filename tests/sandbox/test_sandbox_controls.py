@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from typing import Any
 
 import requests
 
+from sandbox.config import CLIENT_SECRET
 from sandbox.seed import ADA, GRACE
 from sandbox.server import Sandbox, SandboxConfig
-from sandbox.testing import SandboxClient
-from tests.sandbox.conftest import sandbox_process
+from sandbox.state import COUNTER_NAMES
+from sandbox.testing import SandboxClient, SandboxProcess
 
 
 def test_counters_shape(client: SandboxClient) -> None:
     counters = client.counters()
     assert set(counters["requests"]) >= {"authorize", "token", "accessible_resources", "me", "myself", "search"}
-    for name in (
-        "refreshes",
-        "code_exchanges",
-        "reuse_detections",
-        "leeway_reuses",
-        "grants_revoked",
-        "faults_injected",
-    ):
-        assert counters[name] == 0
+    # Every counter there and at zero, the ones the proofs read among them.
+    assert {name: counters[name] for name in COUNTER_NAMES} == dict.fromkeys(COUNTER_NAMES, 0)
+    assert {"refreshes", "reuse_detections", "leeway_reuses", "grants_revoked", "faults_injected"} <= set(COUNTER_NAMES)
 
 
 def test_counters_count_requests_per_endpoint(client: SandboxClient) -> None:
@@ -100,7 +93,7 @@ def test_secrets_lists_everything_issued(client: SandboxClient) -> None:
     tokens = client.exchange(code).json()
     rotated = client.refresh(tokens["refresh_token"]).json()
     listed = client.control("secrets")
-    assert listed["client_secret"] == "sandbox-client-secret"
+    assert listed["client_secret"] == CLIENT_SECRET
     assert code in listed["codes"]
     assert {tokens["access_token"], rotated["access_token"]} <= set(listed["access_tokens"])
     assert {tokens["refresh_token"], rotated["refresh_token"]} <= set(listed["refresh_tokens"])
@@ -125,8 +118,8 @@ def test_fifty_concurrent_requests_all_succeed(client: SandboxClient, sb: Sandbo
         with requests.Session() as session:
             body = {
                 "grant_type": "refresh_token",
-                "client_id": "sandbox-client-id",
-                "client_secret": "sandbox-client-secret",
+                "client_id": client.config.client_id,
+                "client_secret": client.config.client_secret,
                 "refresh_token": grant["refresh_token"],
             }
             return session.post(f"{client.base_url}/oauth/token", json=body, timeout=10).status_code
@@ -162,14 +155,15 @@ def test_context_manager_binds_an_ephemeral_port() -> None:
         raise AssertionError("the stopped sandbox still answers")
 
 
-def test_runs_as_a_process_and_stops_on_sigterm() -> None:
-    env = {**os.environ, "SANDBOX_LEEWAY": "5"}
-    with sandbox_process("--client-secret", "s3cret", env=env) as (process, url):
-        config = requests.get(f"{url}/_sandbox/config", timeout=5).json()
-        assert config["leeway"] == 5
-        assert requests.get(f"{url}/_sandbox/secrets", timeout=5).json()["client_secret"] == "s3cret"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
+def test_runs_as_a_process_reading_its_environment_and_options_and_stops_on_sigterm() -> None:
+    # SandboxProcess hands the config over as SANDBOX_* variables; the option wins over them.
+    with SandboxProcess(SandboxConfig(leeway=5), args=("--client-secret", "s3cret")) as sandbox:
+        assert float(sandbox.environment()["SANDBOX_LEEWAY"]) == 5
+        assert sandbox.client.control("config")["leeway"] == 5
+        assert sandbox.client.control("secrets")["client_secret"] == "s3cret"
+        assert sandbox.process is not None
+        sandbox.process.send_signal(signal.SIGTERM)
+        assert sandbox.process.wait(timeout=5) == 0
 
 
 BURST = 300
@@ -181,8 +175,9 @@ BURST_DEADLINE_S = 10.0
 
 
 def test_three_hundred_concurrent_requests_to_the_sandbox_process_all_succeed() -> None:
-    with sandbox_process() as (_process, url), closing(SandboxClient(url, SandboxConfig())) as control:
-        minted = control.control("grants", {"count": BURST})
+    with SandboxProcess() as sandbox:
+        url, control = sandbox.url, sandbox.client
+        minted = control.mint(BURST)
         control.faults({"token": {"latency_ms": BURST_LATENCY_MS}, "me": {"latency_ms": BURST_LATENCY_MS}})
         barrier = threading.Barrier(BURST)
 
@@ -225,7 +220,7 @@ def test_three_hundred_concurrent_requests_to_the_sandbox_process_all_succeed() 
         rotated = [body["refresh_token"] for n, (_status, body) in enumerate(results) if n % 2]
         assert len(set(rotated)) == BURST // 2
         # Every refresh counted once, against its own account: no answer crossed over.
-        refreshed = control.control("refreshes")["by_account"]
+        refreshed = control.refreshes_by_account()
         assert refreshed == {minted[n]["account_id"]: 1 for n in range(1, BURST, 2)}
         requests_seen = control.counters()["requests"]
         assert (requests_seen["token"], requests_seen["me"]) == (BURST // 2, BURST // 2)

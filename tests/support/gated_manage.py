@@ -1,4 +1,4 @@
-"""`python tests/concurrency/gated_manage.py <manage.py arguments>`: manage.py, on a signal.
+"""`python tests/support/gated_manage.py <manage.py arguments>`: manage.py, on a signal.
 
 Django is set up first, then the process prints "ready" and waits for a line on stdin
 before running manage.py. The parent releases all its children at once, so their start-up

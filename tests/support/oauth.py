@@ -1,4 +1,4 @@
-"""Helpers for the OAuth connect-flow tests: start a flow, answer as Atlassian, count rows.
+"""The OAuth connect flow as the tests drive it: start a flow, answer as Atlassian, count rows.
 
 Every secret a flow handles has a distinctive value here, so a leak test can search
 logs and pages for it.
@@ -6,7 +6,6 @@ logs and pages for it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ import requests
 import responses
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
-from django.db import connection as db_connection
 from django.http import HttpResponse
 from django.test import Client
 from django.utils import timezone
@@ -28,11 +26,12 @@ from django.utils import timezone
 from accounts.models import User
 from integrations import oauth
 from integrations.models import ConnectionEvent, JiraConnection, JiraSite
-from tests.conftest import ME_URL, RESOURCES_URL, TOKEN_URL
+from tests.support.accounts import logged_in
+from tests.support.atlassian import AUTHORIZE_URL, ME_URL, RESOURCES_URL, TOKEN_URL, token_reply
+from tests.support.secrets import assert_no_secrets, logging_everything
 
 CONNECT_PATH = "/integrations/jira/connect/"
 CALLBACK_PATH = "/integrations/jira/callback/"
-AUTHORIZE_URL = "https://auth.atlassian.com/authorize"
 
 CODE = "authcode-Zq81-never-logged"
 ACCESS_TOKEN = "eyJ-access-token-Kx92-never-logged"
@@ -65,14 +64,9 @@ SITE_C = {
 }
 
 
-def token_reply(*, access_token: str = ACCESS_TOKEN, refresh_token: str = REFRESH_TOKEN) -> dict[str, Any]:
-    return {
-        "access_token": access_token,
-        "refresh_token": refresh_token,
-        "expires_in": 3600,
-        "scope": "read:jira-work read:jira-user read:me offline_access",
-        "token_type": "Bearer",
-    }
+def connect_reply(**overrides: Any) -> dict[str, Any]:
+    """The token endpoint's answer to the flow's code exchange (ACCESS_TOKEN, REFRESH_TOKEN)."""
+    return token_reply(**{"access_token": ACCESS_TOKEN, "refresh_token": REFRESH_TOKEN, **overrides})
 
 
 def me_reply(*, account_id: str = ACCOUNT_ID, name: str = "Alice Atlassian") -> dict[str, Any]:
@@ -104,13 +98,9 @@ def register_success(
     me: dict[str, Any] | None = None,
     tokens: dict[str, Any] | None = None,
 ) -> None:
-    mocked.add(responses.POST, TOKEN_URL, json=tokens or token_reply())
+    mocked.add(responses.POST, TOKEN_URL, json=tokens or connect_reply())
     mocked.add(responses.GET, RESOURCES_URL, json=[SITE_A] if sites is None else sites)
     mocked.add(responses.GET, ME_URL, json=me or me_reply())
-
-
-def token_calls(mocked: responses.RequestsMock) -> list[Any]:
-    return [call for call in mocked.calls if call.request.url == TOKEN_URL]
 
 
 def row_counts() -> tuple[int, int, int]:
@@ -147,12 +137,6 @@ def connect(client: Client, mocked: responses.RequestsMock, **register: Any) -> 
     return callback(client, code=CODE, state=start_flow(client))
 
 
-def logged_in(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def hand_session_to(client: Client, user: User) -> Client:
     """The same browser session, signed in as `user` now, without a login (which would
     flush the session and the pending states with it)."""
@@ -176,26 +160,16 @@ class LeakWatch:
 
     def assert_clean(self, *texts: str) -> None:
         """No secret in the captured logs, nor in `texts` (pages, reports, mails)."""
-        haystack = "\n".join([self.caplog.text, *texts])
         assert any(r.name == "django.db.backends" for r in self.caplog.records), "the watch is not listening"
-        for secret in secrets_in_play():
-            assert secret not in haystack, f"leaked: {secret}"
+        captured = {"logs": self.caplog.text, **{f"text-{n}": text for n, text in enumerate(texts, 1)}}
+        assert_no_secrets(captured, *secrets_in_play())
 
 
 @contextmanager
 def everything_logged(caplog: pytest.LogCaptureFixture) -> Iterator[LeakWatch]:
-    caplog.set_level(logging.DEBUG)
-    # Loggers with their own level (urllib3, django) would drop DEBUG records otherwise.
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger):
-            caplog.set_level(logging.DEBUG, logger=name)
     # SQL is logged too (django.db.backends): tokens must reach it only as ciphertext.
-    forced = db_connection.force_debug_cursor
-    db_connection.force_debug_cursor = True
-    try:
+    with logging_everything(caplog):
         yield LeakWatch(caplog)
-    finally:
-        db_connection.force_debug_cursor = forced
 
 
 @dataclass(frozen=True)
@@ -218,10 +192,8 @@ def _html(status: int) -> dict[str, Any]:
     }
 
 
-_no_refresh = token_reply()
-del _no_refresh["refresh_token"]
-_no_access = token_reply()
-del _no_access["access_token"]
+_no_refresh = connect_reply(refresh_token=None)
+_no_access = connect_reply(access_token=None)
 
 TOKEN_FAILURES = [
     Failure(
@@ -299,7 +271,7 @@ def register_failure(mocked: responses.RequestsMock, failure: Failure) -> None:
     """Atlassian fails as `failure` says; the other calls of the flow succeed."""
     mocked.add(failure.method, failure.url, **failure.reply)
     for method, url, reply in (
-        (responses.POST, TOKEN_URL, {"json": token_reply()}),
+        (responses.POST, TOKEN_URL, {"json": connect_reply()}),
         (responses.GET, RESOURCES_URL, {"json": [SITE_A]}),
         (responses.GET, ME_URL, {"json": me_reply()}),
     ):
