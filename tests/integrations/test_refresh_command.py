@@ -28,7 +28,7 @@ from integrations.lifecycle import run as refresh_run
 from integrations.management.commands.refresh_tokens import progress_line
 from integrations.models import ConnectionEvent, ConnectionStatus, JiraConnection
 from tests.concurrency.strict import StrictTokenServer, command_env
-from tests.conftest import TOKEN_URL, ConnectionFactory
+from tests.conftest import TOKEN_URL, ConnectionFactory, is_postgres
 from tests.integrations.refresh_support import FakeClock, fresh, install_clock, token_calls, token_reply
 from tests.manage_run import manage, production_env
 
@@ -376,7 +376,11 @@ def test_claimed_connection_is_reported_claimed_elsewhere(
 
     code, summary = run_json()
 
-    assert (code, summary["claimed_elsewhere"]) == (0, 1)
+    if is_postgres():
+        # The batch claim passes over a row with a live lease without trying it.
+        assert (code, summary["due"], summary["claimed_elsewhere"], summary["wasted_claims"]) == (0, 0, 0, 0)
+    else:
+        assert (code, summary["claimed_elsewhere"], summary["wasted_claims"]) == (0, 1, 1)
     assert len(mocked.calls) == 0
 
 
