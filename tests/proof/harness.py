@@ -8,6 +8,7 @@ runs as separate OS processes on the test database, as if on separate hosts.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import platform
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -379,9 +381,18 @@ class RunResult:
 
 
 class RefreshProcess:
-    """One `manage.py refresh_tokens --json …`; its output goes to files in `log_dir`."""
+    """One `manage.py refresh_tokens --json …`; its output goes to files in `log_dir`.
+    `env` adds to (or overrides) the portal's environment."""
 
-    def __init__(self, sandbox: SandboxProcess, log_dir: Path, name: str, *args: str, unsafe: bool = False) -> None:
+    def __init__(
+        self,
+        sandbox: SandboxProcess,
+        log_dir: Path,
+        name: str,
+        *args: str,
+        unsafe: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         # The control run: the same command with the refresh claim switched off.
         launcher = str(unsafe_launcher.SCRIPT) if unsafe else "manage.py"
@@ -392,7 +403,7 @@ class RefreshProcess:
             self.popen = subprocess.Popen(
                 [sys.executable, launcher, "refresh_tokens", "--json", *args],
                 cwd=PROJECT,
-                env=portal_env(sandbox),
+                env=portal_env(sandbox, **(env or {})),
                 stdout=out,
                 stderr=err,
             )
@@ -413,6 +424,157 @@ class RefreshProcess:
 
 def refresh_tokens(sandbox: SandboxProcess, log_dir: Path, name: str, *args: str) -> RunResult:
     return RefreshProcess(sandbox, log_dir, name, *args).wait()
+
+
+def named_database_url(application_name: str) -> str:
+    """The test database's URL for a child process whose sessions pg_stat_activity shows
+    under `application_name` (PostgreSQL): connections counted per process."""
+    return f"{database_url()}?application_name={quote(application_name, safe='')}"
+
+
+class ConnectionSampler:
+    """Samples pg_stat_activity every `every` seconds from a thread with its own plain
+    psycopg connection, until stopped: the peak number of sessions on the test database,
+    per application_name and in all, and on the whole server."""
+
+    def __init__(self, *, every: float = 0.01) -> None:
+        self.every = every
+        self.url = database_url()
+        self.database = str(db_connection.settings_dict["NAME"])
+        self.peak_by_name: dict[str, int] = {}
+        self.peak_database = 0
+        self.peak_server = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="pg-sampler", daemon=True)
+
+    def __enter__(self) -> ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _sample(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            own = conn.info.backend_pid
+            while not self._stop.is_set():
+                rows = conn.execute(
+                    "SELECT datname, application_name, count(*) FROM pg_stat_activity"
+                    " WHERE backend_type = 'client backend' AND pid <> %s GROUP BY 1, 2",
+                    (own,),
+                ).fetchall()
+                on_database = 0
+                for datname, name, count in rows:
+                    if datname == self.database:
+                        on_database += count
+                        self.peak_by_name[name] = max(self.peak_by_name.get(name, 0), count)
+                self.peak_database = max(self.peak_database, on_database)
+                self.peak_server = max(self.peak_server, sum(count for _, _, count in rows) + 1)
+                self.samples += 1
+                self._stop.wait(self.every)
+
+    def peak(self, prefix: str) -> int:
+        """The highest session count seen for any one application_name starting with `prefix`."""
+        return max((n for name, n in self.peak_by_name.items() if name.startswith(prefix)), default=0)
+
+
+class WebProcess:
+    """The portal under gunicorn (one worker, as deployed), on the test database."""
+
+    def __init__(self, sandbox: SandboxProcess, log_dir: Path, *, application_name: str = "web") -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port: int = probe.getsockname()[1]
+        self.log = log_dir / "web.err"
+        env = portal_env(sandbox, DATABASE_URL=named_database_url(application_name))
+        with self.log.open("wb") as err:
+            self.popen = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "jiraconnect.wsgi",
+                    "--workers",
+                    "1",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                ],
+                cwd=PROJECT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        self.wait_until_up()
+
+    def get(self, path: str, *, timeout: float = 10) -> tuple[int, float]:
+        """(status, seconds) of one GET."""
+        started = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers={"Host": "localhost"})
+            status = conn.getresponse().status
+        finally:
+            conn.close()
+        return status, time.monotonic() - started
+
+    def wait_until_up(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.get("/healthz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.popen.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"the portal did not start: {self.log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> str:
+        """Stops the server; returns what it wrote to stderr."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        return self.log.read_text(errors="replace")
+
+
+class WebPoller:
+    """GETs `path` on `web` in a thread, one request after another, until stopped."""
+
+    def __init__(self, web: WebProcess, path: str) -> None:
+        self.web = web
+        self.path = path
+        self.statuses: list[int] = []
+        self.seconds: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="web-poller", daemon=True)
+
+    def __enter__(self) -> WebPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, seconds = self.web.get(self.path)
+                self.statuses.append(status)
+                self.seconds.append(seconds)
+            except OSError as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._stop.wait(0.05)
 
 
 # --- On-demand API calls while the refreshers run -----------------------------------------------
