@@ -281,19 +281,21 @@ class _ClaimingRun(_Run):
 
     def _work(self) -> None:
         while (item := self.claimed.get()) is not None:
-            connection_id, claim = item
-            try:
-                if self.stop.is_set():
-                    # Claimed but never started: free it now rather than in 2 minutes.
-                    connection_release(connection_id=connection_id, claim=claim)
-                else:
-                    self._attempt(
-                        connection_id, partial(connection_refresh_claimed, connection_id=connection_id, claim=claim)
-                    )
-            finally:
-                with self.idle_worker:
-                    self.busy -= 1
-                    self.idle_worker.notify()
+            self._take(*item)
+
+    def _take(self, connection_id: int, claim: uuid.UUID) -> None:
+        try:
+            if self.stop.is_set():
+                # Claimed but never started: free it now rather than in 2 minutes.
+                connection_release(connection_id=connection_id, claim=claim)
+            else:
+                self._attempt(
+                    connection_id, partial(connection_refresh_claimed, connection_id=connection_id, claim=claim)
+                )
+        finally:
+            with self.idle_worker:
+                self.busy -= 1
+                self.idle_worker.notify()
 
     def _room(self, workers: int) -> int:
         """Wait for an idle worker; how many there are (0: the run is stopping)."""
@@ -307,7 +309,16 @@ class _ClaimingRun(_Run):
                 room = min(room, self.options.limit - self.summary.due)
             return max(room, 0)
 
-    def _feed(self, workers: int) -> None:
+    def _feed_safely(self, workers: int, *, inline: bool) -> None:
+        try:
+            self._feed(workers, inline=inline)
+        except Exception:
+            # The database went away mid-run: finish what is claimed; cron runs again.
+            logger.exception("Claiming due connections failed; finishing the claimed ones.")
+            with self.lock:
+                self.summary.errors += 1
+
+    def _feed(self, workers: int, *, inline: bool) -> None:
         options = self.options
         branches = list(range(len(options.rule.branches(now=clock.now()))))
         while branches and (size := self._room(workers)):
@@ -328,23 +339,25 @@ class _ClaimingRun(_Run):
                 # Nothing due and free left in this branch: what the other runs hold is theirs.
                 branches.pop(0)
             for pk in ids:
-                self.claimed.put((pk, claim))
+                if inline:
+                    self._take(pk, claim)
+                else:
+                    self.claimed.put((pk, claim))
 
     def run(self, *, workers: int) -> RunSummary:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
-            futures = [pool.submit(self.work) for _ in range(workers)]
-            try:
-                self._feed(workers)
-            except Exception:
-                # The database went away mid-run: finish what is claimed; cron runs again.
-                logger.exception("Claiming due connections failed; finishing the claimed ones.")
-                with self.lock:
-                    self.summary.errors += 1
-            finally:
-                for _ in futures:
-                    self.claimed.put(None)
-            for future in futures:
-                future.result()
+        if workers == 1:
+            # Claim one, refresh it, in this thread: no thread to hand it to.
+            self._feed_safely(1, inline=True)
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
+                futures = [pool.submit(self.work) for _ in range(workers)]
+                try:
+                    self._feed_safely(workers, inline=False)
+                finally:
+                    for _ in futures:
+                        self.claimed.put(None)
+                for future in futures:
+                    future.result()
         if self.stop.is_set():
             # As on SQLite: every connection left due counts as skipped, claimed or not
             # (a claimed one never started was released above).

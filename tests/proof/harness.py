@@ -38,6 +38,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import User
+from bench.harness import ConnectionSampler, with_application_name
 from integrations import atlassian
 from integrations.lifecycle.access import ConnectionTokens, connection_access_token
 from integrations.models import ConnectionStatus, JiraConnection, JiraSite
@@ -426,60 +427,15 @@ def refresh_tokens(sandbox: SandboxProcess, log_dir: Path, name: str, *args: str
     return RefreshProcess(sandbox, log_dir, name, *args).wait()
 
 
+def connection_sampler() -> ConnectionSampler:
+    """Samples the test database's sessions (bench.harness.ConnectionSampler)."""
+    return ConnectionSampler(url=database_url(), database=str(db_connection.settings_dict["NAME"]))
+
+
 def named_database_url(application_name: str) -> str:
     """The test database's URL for a child process whose sessions pg_stat_activity shows
     under `application_name` (PostgreSQL): connections counted per process."""
-    return f"{database_url()}?application_name={quote(application_name, safe='')}"
-
-
-class ConnectionSampler:
-    """Samples pg_stat_activity every `every` seconds from a thread with its own plain
-    psycopg connection, until stopped: the peak number of sessions on the test database,
-    per application_name and in all, and on the whole server."""
-
-    def __init__(self, *, every: float = 0.01) -> None:
-        self.every = every
-        self.url = database_url()
-        self.database = str(db_connection.settings_dict["NAME"])
-        self.peak_by_name: dict[str, int] = {}
-        self.peak_database = 0
-        self.peak_server = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, name="pg-sampler", daemon=True)
-
-    def __enter__(self) -> ConnectionSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def _sample(self) -> None:
-        import psycopg
-
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            own = conn.info.backend_pid
-            while not self._stop.is_set():
-                rows = conn.execute(
-                    "SELECT datname, application_name, count(*) FROM pg_stat_activity"
-                    " WHERE backend_type = 'client backend' AND pid <> %s GROUP BY 1, 2",
-                    (own,),
-                ).fetchall()
-                on_database = 0
-                for datname, name, count in rows:
-                    if datname == self.database:
-                        on_database += count
-                        self.peak_by_name[name] = max(self.peak_by_name.get(name, 0), count)
-                self.peak_database = max(self.peak_database, on_database)
-                self.peak_server = max(self.peak_server, sum(count for _, _, count in rows) + 1)
-                self.samples += 1
-                self._stop.wait(self.every)
-
-    def peak(self, prefix: str) -> int:
-        """The highest session count seen for any one application_name starting with `prefix`."""
-        return max((n for name, n in self.peak_by_name.items() if name.startswith(prefix)), default=0)
+    return with_application_name(database_url(), application_name)
 
 
 class WebProcess:

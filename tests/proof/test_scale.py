@@ -21,12 +21,12 @@ from integrations.lifecycle.run import RunOptions
 from integrations.models import ConnectionStatus, JiraConnection
 from tests.proof.conftest import StartSandbox
 from tests.proof.harness import (
-    ConnectionSampler,
     RefreshProcess,
     SandboxProcess,
     Seeded,
     WebPoller,
     WebProcess,
+    connection_sampler,
     delta,
     named_database_url,
     record,
@@ -53,7 +53,7 @@ def overlapping_runs(sandbox: SandboxProcess, seeded: Seeded, logs: Path, *, run
     wait_for_connection_slots(runs * pool_max_size() + pool_max_size() + 2)
     web = WebProcess(sandbox, logs)
     try:
-        with ConnectionSampler() as sampler, WebPoller(web, "/healthz") as poller, stopwatch() as timing:
+        with connection_sampler() as sampler, WebPoller(web, "/healthz") as poller, stopwatch() as timing:
             processes = [
                 RefreshProcess(sandbox, logs, f"run-{n}", env={"DATABASE_URL": named_database_url(f"refresh-{n}")})
                 for n in range(runs)
