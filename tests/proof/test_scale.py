@@ -125,28 +125,20 @@ def assert_shared_within_bounds(figures: dict[str, Any]) -> None:
     assert (figures["web_statuses"], figures["web_errors"]) == ([200], [])
 
 
-def test_four_runs_at_the_default_settings_share_two_hundred_connections_within_their_pools(
-    start_sandbox: StartSandbox, logs: Path
-) -> None:
-    """The fast version (make test on PostgreSQL)."""
-    sandbox = start_sandbox(leeway=0)
-    sandbox.faults({"token": {"latency_ms": TOKEN_LATENCY_MS}})
-    seeded = seed_connections(sandbox, 200)
-
-    figures = overlapping_runs(sandbox, seeded, logs, runs=4)
-
-    assert_shared_within_bounds(figures)
-
-
-@pytest.mark.slow
-def test_eight_runs_at_the_default_settings_share_a_thousand_connections_within_their_pools(
-    start_sandbox: StartSandbox, logs: Path
+@pytest.mark.parametrize(
+    ("runs", "connections"),
+    # The fast version runs in make test on PostgreSQL; the full one in make proof.
+    [(4, 200), pytest.param(8, 1000, marks=pytest.mark.slow)],
+    ids=["4-runs", "8-runs"],
+)
+def test_overlapping_runs_at_the_default_settings_share_the_due_set_within_their_pools(
+    start_sandbox: StartSandbox, logs: Path, runs: int, connections: int
 ) -> None:
     sandbox = start_sandbox(leeway=0)
     sandbox.faults({"token": {"latency_ms": TOKEN_LATENCY_MS}})
-    seeded = seed_connections(sandbox, 1000)
+    seeded = seed_connections(sandbox, connections)
 
-    figures = overlapping_runs(sandbox, seeded, logs, runs=8)
+    figures = overlapping_runs(sandbox, seeded, logs, runs=runs)
 
     assert_shared_within_bounds(figures)
-    record("scale-8-runs", figures)
+    record(f"scale-{runs}-runs", figures)
