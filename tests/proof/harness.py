@@ -285,10 +285,12 @@ def wait_for_connection_slots(needed: int, timeout: float = 120.0) -> None:
 
 
 def wait_for_other_sessions_to_end(timeout: float = 30.0) -> None:
-    """Until no other session is connected to the database (PostgreSQL): a killed
-    process's last statement, already sent, still runs and commits on the server."""
+    """Until no refresh_tokens process's session is connected to the database
+    (PostgreSQL): a killed process's last statement, already sent, still runs and commits
+    on the server. (This process's own pool may keep idle sessions open: not counted.)"""
     _wait_on_postgres(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name LIKE 'refresh-%'",
         lambda sessions: sessions == 0,
         timeout=timeout,
         every=0.05,
@@ -404,7 +406,8 @@ class RefreshProcess:
             self.popen = subprocess.Popen(
                 [sys.executable, launcher, "refresh_tokens", "--json", *args],
                 cwd=PROJECT,
-                env=portal_env(sandbox, **(env or {})),
+                # Its sessions show in pg_stat_activity as refresh-<name>.
+                env=portal_env(sandbox, DATABASE_URL=named_database_url(f"refresh-{name}"), **(env or {})),
                 stdout=out,
                 stderr=err,
             )
@@ -423,8 +426,8 @@ class RefreshProcess:
         return self.popen.wait(timeout=30)
 
 
-def refresh_tokens(sandbox: SandboxProcess, log_dir: Path, name: str, *args: str) -> RunResult:
-    return RefreshProcess(sandbox, log_dir, name, *args).wait()
+def refresh_tokens(sandbox: SandboxProcess, log_dir: Path, name: str, *args: str, **env: str) -> RunResult:
+    return RefreshProcess(sandbox, log_dir, name, *args, env=env).wait()
 
 
 def connection_sampler() -> ConnectionSampler:

@@ -28,7 +28,6 @@ from tests.proof.harness import (
     WebProcess,
     connection_sampler,
     delta,
-    named_database_url,
     record,
     seed_connections,
     stopwatch,
@@ -54,10 +53,7 @@ def overlapping_runs(sandbox: SandboxProcess, seeded: Seeded, logs: Path, *, run
     web = WebProcess(sandbox, logs)
     try:
         with connection_sampler() as sampler, WebPoller(web, "/healthz") as poller, stopwatch() as timing:
-            processes = [
-                RefreshProcess(sandbox, logs, f"run-{n}", env={"DATABASE_URL": named_database_url(f"refresh-{n}")})
-                for n in range(runs)
-            ]
+            processes = [RefreshProcess(sandbox, logs, f"run-{n}") for n in range(runs)]
             results = [process.wait() for process in processes]
     finally:
         web_log = web.stop()

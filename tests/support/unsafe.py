@@ -9,6 +9,7 @@ child process. A proof that still passes under it proves nothing.
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,11 @@ def claim_switched_off() -> Iterator[None]:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(PROJECT))
+    # The patch imports lifecycle.refresh, which imports the models: Django first.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jiraconnect.settings")
+    import django
+
+    django.setup()
     with claim_switched_off():
         sys.argv = ["manage.py", *sys.argv[1:]]
         runpy.run_path(str(PROJECT / "manage.py"), run_name="__main__")
