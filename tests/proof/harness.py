@@ -437,7 +437,10 @@ def connection_sampler() -> ConnectionSampler:
 
 def named_database_url(application_name: str) -> str:
     """The test database's URL for a child process whose sessions pg_stat_activity shows
-    under `application_name` (PostgreSQL): connections counted per process."""
+    under `application_name` (PostgreSQL: connections counted per process; SQLite has no
+    sessions to name)."""
+    if db_connection.vendor != "postgresql":
+        return database_url()
     return with_application_name(database_url(), application_name)
 
 
