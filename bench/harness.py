@@ -17,13 +17,14 @@ import secrets
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from sandbox import config as sandbox_config
 from sandbox.testing import SandboxProcess
@@ -174,6 +175,13 @@ def bench_database_url() -> str:
     return os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
 
 
+def with_application_name(url: str, name: str) -> str:
+    """`url` for a process whose PostgreSQL sessions show as `name` in pg_stat_activity."""
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode({"application_name": name})) if q)
+    return urlunsplit(parts._replace(query=query))
+
+
 def ensure_database(url: str) -> None:
     """Create the bench database if it does not exist (PostgreSQL only)."""
     import psycopg
@@ -269,6 +277,57 @@ def analyze(*tables: str) -> None:
             cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
 
 
+class ConnectionSampler:
+    """Samples pg_stat_activity every `every` seconds from a thread with its own plain
+    psycopg connection (`url`), until stopped: the peak number of sessions on `database`,
+    per application_name and in all, and on the whole server. Child processes given a
+    DATABASE_URL ending in `?application_name=NAME` are counted under NAME."""
+
+    def __init__(self, *, url: str, database: str, every: float = 0.01) -> None:
+        self.every = every
+        self.url = url
+        self.database = database
+        self.peak_by_name: dict[str, int] = {}
+        self.peak_database = 0
+        self.peak_server = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="pg-sampler", daemon=True)
+
+    def __enter__(self) -> ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _sample(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            own = conn.info.backend_pid
+            while not self._stop.is_set():
+                rows = conn.execute(
+                    "SELECT datname, application_name, count(*) FROM pg_stat_activity"
+                    " WHERE backend_type = 'client backend' AND pid <> %s GROUP BY 1, 2",
+                    (own,),
+                ).fetchall()
+                on_database = 0
+                for datname, name, count in rows:
+                    if datname == self.database:
+                        on_database += count
+                        self.peak_by_name[name] = max(self.peak_by_name.get(name, 0), count)
+                self.peak_database = max(self.peak_database, on_database)
+                self.peak_server = max(self.peak_server, sum(count for _, _, count in rows) + 1)
+                self.samples += 1
+                self._stop.wait(self.every)
+
+    def peak(self, prefix: str) -> int:
+        """The highest session count seen for any one application_name starting with `prefix`."""
+        return max((n for name, n in self.peak_by_name.items() if name.startswith(prefix)), default=0)
+
+
 @dataclass(frozen=True)
 class CommandRun:
     args: tuple[str, ...]
@@ -287,9 +346,12 @@ class CommandRun:
         return result
 
 
-def manage_parallel(*commands: Sequence[str], timeout: float | None = None) -> list[CommandRun]:
+def manage_parallel(
+    *commands: Sequence[str], timeout: float | None = None, envs: Sequence[dict[str, str]] | None = None
+) -> list[CommandRun]:
     """Several `manage.py` processes started together, as cron on several hosts would;
-    CPU time is their total (the kernel only reports waited children as a sum)."""
+    CPU time is their total (the kernel only reports waited children as a sum). `envs`,
+    one per command, adds to this process's environment."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     processes = [
@@ -299,8 +361,9 @@ def manage_parallel(*commands: Sequence[str], timeout: float | None = None) -> l
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(envs[n] if envs else {})},
         )
-        for args in commands
+        for n, args in enumerate(commands)
     ]
     outputs = [process.communicate(timeout=timeout) for process in processes]
     wall = time.perf_counter() - started

@@ -139,6 +139,18 @@ def database_url(name: str, value: str) -> dict[str, Any]:
     return config
 
 
+def database_pool(*, max_size: int, min_size: int, timeout: float) -> dict[str, Any] | None:
+    """psycopg_pool's options for Django's PostgreSQL `pool` option; None (no pool) when
+    max_size is 0."""
+    if max_size == 0:
+        return None
+    if min_size > max_size:
+        raise ImproperlyConfigured(
+            f"DATABASE_POOL_MIN_SIZE ({min_size}) must not exceed DATABASE_POOL_MAX_SIZE ({max_size})."
+        )
+    return {"min_size": min_size, "max_size": max_size, "timeout": timeout}
+
+
 def email_url(name: str, value: str) -> dict[str, Any]:
     """A django-environ email URL of a scheme it knows; SMTP needs a host."""
     scheme = _scheme(value)
@@ -309,9 +321,23 @@ DATABASES = {
 }
 DATABASES["default"]["CONN_MAX_AGE"] = _int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Read whatever the engine, so a malformed value fails before the move to PostgreSQL.
+_pool = database_pool(
+    max_size=_int("DATABASE_POOL_MAX_SIZE", default=4),
+    min_size=_int("DATABASE_POOL_MIN_SIZE", default=1),
+    timeout=_seconds("DATABASE_POOL_TIMEOUT", default=30.0),
+)
+DATABASES["default"].setdefault("OPTIONS", {})
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and _pool is not None:
+    # Each process (a gunicorn worker, a refresh_tokens run) opens at most max_size
+    # connections whatever its thread count; a thread returns its connection to the pool
+    # whenever Django closes it (the end of a request; the refresh path before and after
+    # each call to Atlassian). The pool keeps them open, which is what CONN_MAX_AGE does
+    # without one (Django refuses both at once).
+    DATABASES["default"]["OPTIONS"]["pool"] = _pool
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL + a busy timeout let several refresh_tokens processes share one SQLite file.
-    DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update(
         {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
     )

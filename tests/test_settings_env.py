@@ -158,6 +158,9 @@ def test_https_or_loopback_http_endpoint_is_accepted(prod: dict[str, str], value
     [
         ("CONN_MAX_AGE", "forever"),
         ("CONN_MAX_AGE", "-1"),
+        ("DATABASE_POOL_MAX_SIZE", "four"),
+        ("DATABASE_POOL_MIN_SIZE", "-1"),
+        ("DATABASE_POOL_TIMEOUT", "0"),
         ("SECURE_HSTS_SECONDS", "one year"),
         ("ATLASSIAN_CONNECT_TIMEOUT", "0"),
         ("ATLASSIAN_READ_TIMEOUT", "inf"),
@@ -227,6 +230,46 @@ def test_well_formed_database_email_and_log_settings_are_read(prod: dict[str, st
         587,
     )
     assert seen["LOG_LEVEL"] == "WARNING"
+
+
+POSTGRES_URL = "postgres://portal:pass@db.example.com:5432/jiraconnect"
+
+
+def test_postgresql_uses_a_small_connection_pool_by_default(prod: dict[str, str]) -> None:
+    prod["DATABASE_URL"] = POSTGRES_URL
+
+    database = settings_seen(prod, "DATABASES")["DATABASES"]["default"]
+
+    assert database["OPTIONS"]["pool"] == {"min_size": 1, "max_size": 4, "timeout": 30.0}
+    # Django refuses a pool with persistent connections: the pool keeps them instead.
+    assert database["CONN_MAX_AGE"] == 0
+
+
+def test_pool_sizes_come_from_the_environment_and_zero_turns_the_pool_off(prod: dict[str, str]) -> None:
+    prod.update(
+        DATABASE_URL=POSTGRES_URL, DATABASE_POOL_MAX_SIZE="8", DATABASE_POOL_MIN_SIZE="2", DATABASE_POOL_TIMEOUT="5"
+    )
+    sized = settings_seen(prod, "DATABASES")["DATABASES"]["default"]
+    prod.update(DATABASE_POOL_MAX_SIZE="0", DATABASE_POOL_MIN_SIZE="0", CONN_MAX_AGE="30")
+    unpooled = settings_seen(prod, "DATABASES")["DATABASES"]["default"]
+
+    assert sized["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 8, "timeout": 5.0}
+    assert "pool" not in unpooled["OPTIONS"]
+    assert unpooled["CONN_MAX_AGE"] == 30
+
+
+def test_pool_minimum_above_its_maximum_fails_naming_both(prod: dict[str, str]) -> None:
+    prod.update(DATABASE_URL=POSTGRES_URL, DATABASE_POOL_MAX_SIZE="2", DATABASE_POOL_MIN_SIZE="3")
+
+    message = improperly_configured(manage("check", env=prod))
+
+    assert message.startswith("DATABASE_POOL_MIN_SIZE (3) must not exceed DATABASE_POOL_MAX_SIZE (2)")
+
+
+def test_sqlite_has_no_pool(prod: dict[str, str]) -> None:
+    database = settings_seen(prod, "DATABASES")["DATABASES"]["default"]
+
+    assert "pool" not in database["OPTIONS"]
 
 
 ATLASSIAN = {

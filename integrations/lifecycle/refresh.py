@@ -16,8 +16,16 @@ PostgreSQL alike, without holding a transaction open during HTTP:
 A crashed worker's claim lapses after CLAIM_LEASE, well inside Atlassian's 10-minute
 reuse leeway, so the next run retries with the same refresh token safely.
 
+On PostgreSQL the scheduled run claims in batches instead (claim_due: UPDATE … WHERE id
+IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED) RETURNING id), so overlapping runs split
+the due set rather than each trying every connection; steps 2-4 are the same.
+
+No step holds a database connection while Atlassian answers: the path hands it back
+(to the pool, on PostgreSQL) after the read and again at the end.
+
 Entry points, one per caller:
-- connection_refresh_if_due: the scheduled run (lifecycle.run);
+- connection_refresh_if_due: the scheduled run (lifecycle.run), one connection at a time;
+- claim_due + connection_refresh_claimed: the scheduled run on PostgreSQL, in batches;
 - connection_refresh_now: staff's "Refresh now" (admin), unconditional, audited;
 - connection_refresh_for_access: the access path (lifecycle.access), when the token
   is about to expire or Jira rejected it.
@@ -112,6 +120,18 @@ def connection_refresh_now(*, connection_id: int, staff: User) -> RefreshResult:
     return result
 
 
+def connection_refresh_claimed(*, connection_id: int, claim: uuid.UUID) -> RefreshResult:
+    """The batch run's refresh of a connection claim_due has already claimed with `claim`:
+    everything after the claim, exactly as connection_refresh_if_due. Raises
+    ConfigurationError when Atlassian refuses our client credentials."""
+    return _refresh_claimed(connection_id=connection_id, claim=claim, actor=Actor.SYSTEM, actor_user=None)
+
+
+def connection_release(*, connection_id: int, claim: uuid.UUID) -> None:
+    """Give back a claim taken by claim_due that will not be refreshed (the run stopped)."""
+    _release(connection_id=connection_id, claim=claim)
+
+
 def connection_refresh_for_access(*, connection_id: int, rejected: bool = False) -> RefreshResult:
     """The access path's refresh: when the stored access token has expired, or at once
     when Jira `rejected` it; never during the connection's backoff."""
@@ -124,7 +144,6 @@ def connection_refresh_for_access(*, connection_id: int, rejected: bool = False)
 # --- The algorithm ---------------------------------------------------------------------
 
 
-@sensitive_variables("refresh_token", "tokens")
 def _refresh(
     *,
     connection_id: int,
@@ -136,6 +155,12 @@ def _refresh(
     claim = uuid.uuid4()
     if not _claim(connection_id=connection_id, claim=claim, due=due, ignore_backoff=ignore_backoff):
         return _unclaimed_outcome(connection_id=connection_id)
+    return _refresh_claimed(connection_id=connection_id, claim=claim, actor=actor, actor_user=actor_user)
+
+
+@sensitive_variables("refresh_token", "tokens")
+def _refresh_claimed(*, connection_id: int, claim: uuid.UUID, actor: Actor, actor_user: User | None) -> RefreshResult:
+    """Steps 2-4 for a connection this worker holds the claim `claim` on."""
     released = False
     try:
         connection = JiraConnection.objects.get(pk=connection_id)
@@ -146,6 +171,9 @@ def _refresh(
         version = connection.version
         # The claim was taken on the wall clock; timestamps written below use the same.
         now = clock.now()
+        # Atlassian may take the whole read timeout to answer: the pool's few connections
+        # serve other workers meanwhile.
+        hand_back_connection()
         try:
             tokens = _call_refresh(refresh_token=refresh_token)
         except atlassian.ClientCredentialsError as exc:
@@ -163,6 +191,15 @@ def _refresh(
     finally:
         if not released:
             _release(connection_id=connection_id, claim=claim)
+        hand_back_connection()
+
+
+def hand_back_connection() -> None:
+    """Return this thread's database connection: to the pool where there is one (Django
+    reconnects, or takes one from the pool, at the next query). Inside a transaction it
+    stays: the transaction is the caller's."""
+    if not db_connection.in_atomic_block:
+        db_connection.close()
 
 
 def lease_free(*, now: datetime) -> Q:
@@ -186,6 +223,59 @@ def _claim(*, connection_id: int, claim: uuid.UUID, due: DueCondition | None, ig
         rows = rows.filter(not_backing_off(now=now))
     rows = rows.filter(lease_free(now=now))
     return rows.update(claim_id=claim, claimed_until=now + CLAIM_LEASE) == 1
+
+
+def claim_due(
+    *,
+    rule: DueRule,
+    branch: int,
+    size: int,
+    claim: uuid.UUID,
+    ignore_backoff: bool = False,
+    user_email: str | None = None,
+) -> list[int]:
+    """Claim up to `size` connections due by branch `branch` of `rule` for `claim`, in one
+    statement (PostgreSQL only), and return their ids. The same conditions as the one-row
+    claim; SKIP LOCKED passes over rows another run is claiming at this moment, so runs
+    that overlap take disjoint rows instead of queueing on each other's locks, and each
+    row is re-checked under its lock. One branch per statement: FOR UPDATE cannot be
+    combined with UNION, and each branch is a range on one index."""
+    now = clock.now()
+    condition = rule.branches(now=now)[branch]
+    rows = (
+        JiraConnection.objects.exclude(status=ConnectionStatus.NEEDS_RECONNECT)
+        .filter(condition, lease_free(now=now))
+        .order_by(*_range_column(condition))
+    )
+    if not ignore_backoff:
+        rows = rows.filter(not_backing_off(now=now))
+    if user_email:
+        rows = rows.filter(user__email__iexact=user_email.strip())
+    select, params = rows.values("pk")[:size].query.sql_with_params()
+    quote = db_connection.ops.quote_name
+    table = quote(JiraConnection._meta.db_table)
+    pk = quote(JiraConnection._meta.get_field("id").column or "id")
+    statement = (
+        f"UPDATE {table} SET {quote('claim_id')} = %s, {quote('claimed_until')} = %s "  # noqa: S608
+        f"WHERE {pk} IN ({select} FOR UPDATE OF {table} SKIP LOCKED) RETURNING {pk}"
+    )
+    with db_connection.cursor() as cursor:
+        cursor.execute(statement, [claim, now + CLAIM_LEASE, *params])
+        claimed = [row[0] for row in cursor.fetchall()]
+    hand_back_connection()
+    return claimed
+
+
+def _range_column(branch: Q) -> list[str]:
+    """The column a branch's upper bound ranges on (`access_token_expires_at__lte=…` →
+    access_token_expires_at): claimed in its order, soonest expiry (or longest idle, or
+    longest failing) first. Nothing for a branch without such a bound."""
+    if branch.negated:
+        return []
+    for child in branch.children:
+        if isinstance(child, tuple) and child[0].endswith("__lte"):
+            return [child[0].removesuffix("__lte")]
+    return []
 
 
 def _unclaimed_outcome(*, connection_id: int) -> RefreshResult:

@@ -5,6 +5,10 @@ through the single-flight path (lifecycle.refresh) on a pool of worker threads, 
 counts the outcomes; then sends consent-expiry warnings (lifecycle.consent) and prunes
 old audit events (lifecycle.events). Any number of these runs may overlap, in threads,
 processes or hosts: the claim keeps each connection's refresh to one worker.
+
+On PostgreSQL the run claims due connections in batches (refresh.claim_due, SKIP
+LOCKED), as many at a time as it has idle workers, so overlapping runs split the due
+set. On SQLite it reads the due list and claims each connection as a worker reaches it.
 """
 
 from __future__ import annotations
@@ -13,14 +17,16 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-from django.db import connections
+from django.db import connection, connections
 
 from integrations import clock
 from integrations.lifecycle.config import ConfigurationError, configuration_problem
@@ -33,7 +39,14 @@ from integrations.lifecycle.due import (
     connections_due,
 )
 from integrations.lifecycle.events import events_prune
-from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_if_due
+from integrations.lifecycle.refresh import (
+    RefreshOutcome,
+    RefreshResult,
+    claim_due,
+    connection_refresh_claimed,
+    connection_refresh_if_due,
+    connection_release,
+)
 from integrations.models import JiraConnection
 
 logger = logging.getLogger(__name__)
@@ -48,7 +61,8 @@ class RunOptions:
     max_idle: timedelta = DEFAULT_MAX_IDLE
     warm_within: timedelta = DEFAULT_WARM_WITHIN
     # 32: the fastest setting measured that still reaches half its bound
-    # (docs/benchmarks.md); each worker holds one database connection.
+    # (docs/benchmarks.md). Workers share the process's few pooled database connections,
+    # holding one only while they read or write.
     concurrency: int = 32
     limit: int | None = None
     user_email: str | None = None
@@ -77,6 +91,14 @@ class RunSummary:
     warnings_sent: int = 0
     events_pruned: int = 0
     elapsed: float = 0.0
+    # Batch claim statements sent (PostgreSQL); 0 where each connection is claimed alone.
+    claim_statements: int = 0
+
+    @property
+    def wasted_claims(self) -> int:
+        """Claims that got nothing because another worker had the connection, or had just
+        refreshed it. Batch claims skip such rows without trying them: none there."""
+        return self.counts[RefreshOutcome.CLAIMED_ELSEWHERE] + self.counts[RefreshOutcome.NOT_DUE]
 
     @property
     def transient_failures(self) -> int:
@@ -104,6 +126,8 @@ class RunSummary:
             "needs_reconnect": self.counts[RefreshOutcome.NEEDS_RECONNECT],
             "gone": self.counts[RefreshOutcome.GONE],
             "skipped": self.skipped,
+            "wasted_claims": self.wasted_claims,
+            "claim_statements": self.claim_statements,
             "errors": self.errors,
             "warnings_sent": self.warnings_sent,
             "events_pruned": self.events_pruned,
@@ -168,20 +192,17 @@ def due_preview(options: RunOptions) -> list[DueConnection]:
     ]
 
 
-class _Batch:
-    """The run's shared state: a queue of ids, the counts, and the stop switch."""
+class _Run:
+    """What both kinds of run share: the counts, the progress calls and the stop switch."""
 
-    def __init__(self, ids: list[int], *, options: RunOptions, progress: Progress | None) -> None:
+    def __init__(self, *, options: RunOptions, progress: Progress | None, due: int) -> None:
         self.options = options
-        self.pending: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for pk in ids:
-            self.pending.put(pk)
-        self.total = len(ids)
-        self.summary = RunSummary(due=len(ids))
+        self.summary = RunSummary(due=due)
         self.progress = progress
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.done = 0
+        self.total = due
 
     def _record(self, outcome: RefreshOutcome | None) -> None:
         with self.lock:
@@ -191,19 +212,21 @@ class _Batch:
                 self.summary.counts[outcome] += 1
             self.done += 1
             if self.progress is not None:
-                self.progress(self.done, self.total)
+                self.progress(self.done, max(self.total, self.done))
 
-    def _refresh_one(self, connection_id: int) -> None:
+    def _skip(self) -> None:
+        with self.lock:
+            self.summary.skipped += 1
+
+    def _attempt(self, connection_id: int, refresh: Callable[[], RefreshResult]) -> None:
         try:
-            result = connection_refresh_if_due(
-                connection_id=connection_id, rule=self.options.rule, ignore_backoff=self.options.ignore_backoff
-            )
+            result = refresh()
         except ConfigurationError as exc:
             # Every other connection would be refused the same way: stop taking work.
             self.stop.set()
             with self.lock:
                 self.summary.configuration_error = self.summary.configuration_error or str(exc)
-                self.summary.skipped += 1
+            self._skip()
             return
         except Exception:
             # One connection's bug must not end the batch; its claim lapses by itself.
@@ -213,21 +236,55 @@ class _Batch:
         self._record(result.outcome)
 
     def work(self) -> None:
-        """One worker: take ids until none are left or the run stops."""
+        """One worker thread's whole life."""
         try:
-            while not self.stop.is_set():
-                try:
-                    connection_id = self.pending.get_nowait()
-                except queue.Empty:
-                    return
-                self._refresh_one(connection_id)
+            self._work()
         finally:
             # Threads outlive nothing here: close this thread's connections ourselves,
-            # or each worker leaves one open on the server.
+            # or each worker leaves one open on the server (or checked out of the pool).
             if threading.current_thread() is not threading.main_thread():
                 connections.close_all()
 
-    def finish(self) -> RunSummary:
+    def _work(self) -> None:
+        raise NotImplementedError
+
+    def run(self, *, workers: int) -> RunSummary:
+        raise NotImplementedError
+
+
+class _ListRun(_Run):
+    """SQLite: the due list read once, each connection claimed as a worker reaches it."""
+
+    def __init__(self, ids: list[int], *, options: RunOptions, progress: Progress | None) -> None:
+        super().__init__(options=options, progress=progress, due=len(ids))
+        self.pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for pk in ids:
+            self.pending.put(pk)
+
+    def _work(self) -> None:
+        while not self.stop.is_set():
+            try:
+                connection_id = self.pending.get_nowait()
+            except queue.Empty:
+                return
+            self._attempt(
+                connection_id,
+                partial(
+                    connection_refresh_if_due,
+                    connection_id=connection_id,
+                    rule=self.options.rule,
+                    ignore_backoff=self.options.ignore_backoff,
+                ),
+            )
+
+    def run(self, *, workers: int) -> RunSummary:
+        workers = min(workers, self.total)
+        if workers <= 1:
+            self.work()
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
+                for future in [pool.submit(self.work) for _ in range(workers)]:
+                    future.result()
         # Ids never taken because the run stopped early.
         while True:
             try:
@@ -246,6 +303,108 @@ def _housekeeping(summary: RunSummary) -> None:
     summary.events_pruned = events_prune(now=now)
 
 
+class _ClaimingRun(_Run):
+    """PostgreSQL: this thread claims due connections in batches of as many as there are
+    idle workers, so a claimed row starts at once and its lease cannot lapse in a queue;
+    the workers refresh what it claimed. Runs that overlap split the due set between them."""
+
+    def __init__(self, *, options: RunOptions, progress: Progress | None, due_estimate: int) -> None:
+        super().__init__(options=options, progress=progress, due=0)
+        self.total = due_estimate
+        self.claimed: queue.SimpleQueue[tuple[int, uuid.UUID] | None] = queue.SimpleQueue()
+        self.busy = 0
+        self.idle_worker = threading.Condition(self.lock)
+
+    def _work(self) -> None:
+        while (item := self.claimed.get()) is not None:
+            self._take(*item)
+
+    def _take(self, connection_id: int, claim: uuid.UUID) -> None:
+        try:
+            if self.stop.is_set():
+                # Claimed but never started: free it now rather than in 2 minutes.
+                connection_release(connection_id=connection_id, claim=claim)
+            else:
+                self._attempt(
+                    connection_id, partial(connection_refresh_claimed, connection_id=connection_id, claim=claim)
+                )
+        finally:
+            with self.idle_worker:
+                self.busy -= 1
+                self.idle_worker.notify()
+
+    def _room(self, workers: int) -> int:
+        """Wait for an idle worker; how many there are (0: the run is stopping)."""
+        with self.idle_worker:
+            while self.busy >= workers and not self.stop.is_set():
+                self.idle_worker.wait()
+            if self.stop.is_set():
+                return 0
+            room = workers - self.busy
+            if self.options.limit is not None:
+                room = min(room, self.options.limit - self.summary.due)
+            return max(room, 0)
+
+    def _feed_safely(self, workers: int, *, inline: bool) -> None:
+        try:
+            self._feed(workers, inline=inline)
+        except Exception:
+            # The database went away mid-run: finish what is claimed; cron runs again.
+            logger.exception("Claiming due connections failed; finishing the claimed ones.")
+            with self.lock:
+                self.summary.errors += 1
+
+    def _feed(self, workers: int, *, inline: bool) -> None:
+        options = self.options
+        branches = list(range(len(options.rule.branches(now=clock.now()))))
+        while branches and (size := self._room(workers)):
+            claim = uuid.uuid4()
+            ids = claim_due(
+                rule=options.rule,
+                branch=branches[0],
+                size=size,
+                claim=claim,
+                ignore_backoff=options.ignore_backoff,
+                user_email=options.user_email,
+            )
+            with self.lock:
+                self.summary.claim_statements += 1
+                self.summary.due += len(ids)
+                self.busy += len(ids)
+            if not ids:
+                # Nothing due and free left in this branch: what the other runs hold is theirs.
+                branches.pop(0)
+            for pk in ids:
+                if inline:
+                    self._take(pk, claim)
+                else:
+                    self.claimed.put((pk, claim))
+
+    def run(self, *, workers: int) -> RunSummary:
+        if workers == 1:
+            # Claim one, refresh it, in this thread: no thread to hand it to.
+            self._feed_safely(1, inline=True)
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
+                futures = [pool.submit(self.work) for _ in range(workers)]
+                try:
+                    self._feed_safely(workers, inline=False)
+                finally:
+                    for _ in futures:
+                        self.claimed.put(None)
+                for future in futures:
+                    future.result()
+        if self.stop.is_set():
+            # As on SQLite: every connection left due counts as skipped, claimed or not
+            # (a claimed one never started was released above).
+            left = len(_due_ids(self.options, now=clock.now()))
+            if self.options.limit is not None:
+                left = min(left, self.options.limit - self.done)
+            self.summary.skipped = left
+            self.summary.due = self.done + left
+        return self.summary
+
+
 def refresh_due(options: RunOptions, *, progress: Progress | None = None) -> RunSummary:
     """Refresh every due connection with `options.concurrency` workers and count outcomes.
 
@@ -256,15 +415,14 @@ def refresh_due(options: RunOptions, *, progress: Progress | None = None) -> Run
     problem = configuration_problem()
     if problem is not None:
         return RunSummary(configuration_error=problem)
-    batch = _Batch(_due_ids(options, now=clock.now()), options=options, progress=progress)
-    workers = max(1, min(options.concurrency, batch.total))
-    if workers == 1:
-        batch.work()
+    run: _Run
+    if connection.vendor == "postgresql":
+        # The due list is only read for the progress line: the claims find the work.
+        estimate = len(_due_ids(options, now=clock.now())) if progress is not None else 0
+        run = _ClaimingRun(options=options, progress=progress, due_estimate=estimate)
     else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="refresh") as pool:
-            for future in [pool.submit(batch.work) for _ in range(workers)]:
-                future.result()
-    summary = batch.finish()
+        run = _ListRun(_due_ids(options, now=clock.now()), options=options, progress=progress)
+    summary = run.run(workers=max(1, options.concurrency))
     if summary.configuration_error is None:
         _housekeeping(summary)
     summary.elapsed = time.monotonic() - started

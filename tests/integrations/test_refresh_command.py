@@ -19,6 +19,7 @@ import responses
 from django.conf import settings
 from django.core import mail
 from django.core.management import CommandError, call_command
+from django.db import connection as db_connection
 from django.test import override_settings
 
 from accounts.models import User
@@ -386,7 +387,11 @@ def test_claimed_connection_is_reported_claimed_elsewhere(
 
     code, summary = run_json()
 
-    assert (code, summary["claimed_elsewhere"]) == (0, 1)
+    if db_connection.vendor == "postgresql":
+        # The batch claim passes over a row with a live lease without trying it.
+        assert (code, summary["due"], summary["claimed_elsewhere"], summary["wasted_claims"]) == (0, 0, 0, 0)
+    else:
+        assert (code, summary["claimed_elsewhere"], summary["wasted_claims"]) == (0, 1, 1)
     assert len(mocked.calls) == 0
 
 

@@ -9,11 +9,16 @@ processes on the test database (tests.support.processes), as if on separate host
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import platform
 import random
 import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,11 +34,21 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import User
+from bench.harness import ConnectionSampler
 from integrations import atlassian
 from integrations.lifecycle.access import ConnectionTokens, connection_access_token
 from integrations.models import ConnectionStatus, JiraConnection, JiraSite
 from sandbox.testing import SandboxClient
-from tests.support.processes import RefreshProcess, RunResult, log_texts
+from tests.support.processes import (
+    PROJECT,
+    RefreshProcess,
+    RunResult,
+    child_env,
+    database_url,
+    log_texts,
+    named_database_url,
+    portal_env,
+)
 from tests.support.secrets import assert_no_secrets, raw_rows
 
 ARTIFACTS = Path(settings.BASE_DIR) / "artifacts" / "proof"
@@ -142,10 +157,12 @@ def wait_for_connection_slots(needed: int, timeout: float = 120.0) -> None:
 
 
 def wait_for_other_sessions_to_end(timeout: float = 30.0) -> None:
-    """Until no other session is connected to the database (PostgreSQL): a killed
-    process's last statement, already sent, still runs and commits on the server."""
+    """Until no refresh_tokens process's session is connected to the database
+    (PostgreSQL): a killed process's last statement, already sent, still runs and commits
+    on the server. (This process's own pool may keep idle sessions open: not counted.)"""
     _wait_on_postgres(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name LIKE 'refresh-%'",
         lambda sessions: sessions == 0,
         timeout=timeout,
         every=0.05,
@@ -190,8 +207,108 @@ def reconnect(sandbox: SandboxClient, seeded: Seeded, ids: Iterable[int]) -> Non
 # --- refresh_tokens as OS processes ---------------------------------------------------------
 
 
-def refresh_tokens(sandbox: SandboxClient, log_dir: Path, name: str, *args: str) -> RunResult:
-    return RefreshProcess(sandbox.base_url, log_dir, name, *args).wait()
+def refresh_tokens(sandbox: SandboxClient, log_dir: Path, name: str, *args: str, **env: str) -> RunResult:
+    return RefreshProcess(sandbox.base_url, log_dir, name, *args, env=env).wait()
+
+
+def connection_sampler() -> ConnectionSampler:
+    """Samples the test database's sessions (bench.harness.ConnectionSampler)."""
+    return ConnectionSampler(url=database_url(), database=str(db_connection.settings_dict["NAME"]))
+
+
+class WebProcess:
+    """The portal under gunicorn (one worker, as deployed), on the test database."""
+
+    def __init__(self, sandbox: SandboxClient, log_dir: Path, *, application_name: str = "web") -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port: int = probe.getsockname()[1]
+        self.log = log_dir / "web.err"
+        env = child_env({**portal_env(sandbox.base_url), "DATABASE_URL": named_database_url(application_name)})
+        with self.log.open("wb") as err:
+            self.popen = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "jiraconnect.wsgi",
+                    "--workers",
+                    "1",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                ],
+                cwd=PROJECT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        self.wait_until_up()
+
+    def get(self, path: str, *, timeout: float = 10) -> tuple[int, float]:
+        """(status, seconds) of one GET."""
+        started = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers={"Host": "localhost"})
+            status = conn.getresponse().status
+        finally:
+            conn.close()
+        return status, time.monotonic() - started
+
+    def wait_until_up(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.get("/healthz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.popen.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"the portal did not start: {self.log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> str:
+        """Stops the server; returns what it wrote to stderr."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout=10)
+        return self.log.read_text(errors="replace")
+
+
+class WebPoller:
+    """GETs `path` on `web` in a thread, one request after another, until stopped."""
+
+    def __init__(self, web: WebProcess, path: str) -> None:
+        self.web = web
+        self.path = path
+        self.statuses: list[int] = []
+        self.seconds: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="web-poller", daemon=True)
+
+    def __enter__(self) -> WebPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, seconds = self.web.get(self.path)
+                self.statuses.append(status)
+                self.seconds.append(seconds)
+            except OSError as exc:
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._stop.wait(0.05)
 
 
 # --- On-demand API calls while the refreshers run -----------------------------------------------

@@ -97,6 +97,17 @@ def database_url() -> str:
     return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+def named_database_url(application_name: str) -> str:
+    """The test database's URL for a child process whose sessions pg_stat_activity shows
+    under `application_name` (PostgreSQL; SQLite has no sessions to name)."""
+    url = database_url()
+    if not url.startswith("postgres"):
+        return url
+    from bench.harness import with_application_name
+
+    return with_application_name(url, application_name)
+
+
 def portal_env(sandbox_url: str) -> dict[str, str]:
     """tests/settings.py in a child process: this test database, Atlassian at `sandbox_url`."""
     return {
@@ -130,7 +141,14 @@ class RefreshProcess:
     """
 
     def __init__(
-        self, sandbox_url: str, log_dir: Path, name: str, *args: str, gated: bool = False, unsafe: bool = False
+        self,
+        sandbox_url: str,
+        log_dir: Path,
+        name: str,
+        *args: str,
+        gated: bool = False,
+        unsafe: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         assert not (gated and unsafe), "one launcher at a time"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +160,11 @@ class RefreshProcess:
             self.popen = subprocess.Popen(
                 [sys.executable, launcher, "refresh_tokens", "--json", *args],
                 cwd=PROJECT,
-                env=child_env(portal_env(sandbox_url)),
+                # Its PostgreSQL sessions show in pg_stat_activity as refresh-<name>; `env`
+                # adds to (or overrides) the portal's environment.
+                env=child_env(
+                    {**portal_env(sandbox_url), "DATABASE_URL": named_database_url(f"refresh-{name}"), **(env or {})}
+                ),
                 stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
