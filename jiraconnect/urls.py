@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 
 from accounts import views as account_views
 from jiraconnect import views
+from monitoring import views as monitoring_views
 
 admin.site.site_header = "jiraconnect support"
 admin.site.site_title = "jiraconnect support"
@@ -17,5 +18,7 @@ urlpatterns = [
     path("integrations/jira/", include("integrations.urls")),
     path("jira/", include("integrations.myjira.urls")),
     path("healthz", views.healthz, name="healthz"),
+    path("healthz/refresh", monitoring_views.refresh_health, name="healthz-refresh"),
+    path("metrics", monitoring_views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from integrations.models import JiraConnection, JiraSite
+from monitoring import recorder
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
 AUTH = "https://auth.atlassian.com"
@@ -52,6 +53,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         # On CI a skipped test is a missing install step, not an excuse.
         report.outcome = "failed"
         report.longrepr = f"skipped on CI (CI=true forbids skips): {report.longrepr}"
+
+
+@pytest.fixture(autouse=True)
+def monitoring_buffer(monkeypatch: pytest.MonkeyPatch) -> recorder._Buffer:
+    """Monitoring counts are buffered per process: each test starts with none, so one
+    test's refreshes never reach another's database (or its query counts)."""
+    fresh = recorder._Buffer()
+    monkeypatch.setattr(recorder, "_buffer", fresh)
+    return fresh
 
 
 def is_postgres() -> bool:

@@ -35,6 +35,7 @@ from integrations.lifecycle.due import (
 from integrations.lifecycle.events import events_prune
 from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_if_due
 from integrations.models import JiraConnection
+from monitoring.recorder import run_completed
 
 logger = logging.getLogger(__name__)
 
@@ -239,11 +240,13 @@ class _Batch:
 
 
 def _housekeeping(summary: RunSummary) -> None:
-    """What every scheduled run also does: warn of consent expiry, prune the audit trail.
-    Both are idempotent and safe when runs overlap."""
+    """What every scheduled run also does: warn of consent expiry, prune the audit trail,
+    write its monitoring counts and record that it ran (last). All idempotent and safe
+    when runs overlap."""
     now = clock.now()
     summary.warnings_sent = consent_warnings_send(now=now)
     summary.events_pruned = events_prune(now=now)
+    run_completed(now=clock.now())
 
 
 def refresh_due(options: RunOptions, *, progress: Progress | None = None) -> RunSummary:
