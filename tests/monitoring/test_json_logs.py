@@ -87,7 +87,9 @@ def test_every_refresh_line_carries_connection_outcome_and_duration_and_no_secre
         assert line["connection_id"] == connection.pk
         assert isinstance(line["duration_ms"], int)
         assert {"time", "level", "message"} <= line.keys()
-    assert_no_secret(json_lines.getvalue(), OLD_ACCESS, OLD_REFRESH, "new-access-json-secret", "new-refresh-json-secret")
+    assert_no_secret(
+        json_lines.getvalue(), OLD_ACCESS, OLD_REFRESH, "new-access-json-secret", "new-refresh-json-secret"
+    )
 
 
 @pytest.mark.django_db

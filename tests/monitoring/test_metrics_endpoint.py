@@ -143,7 +143,9 @@ def test_refresh_counters_only_grow_when_old_days_are_pruned(
 
     found = scrape(client)
 
-    assert found[("jiraconnect_refresh_total", (("outcome", "refreshed"), ("reason", ""), ("source", "scheduled")))] == 5
+    assert (
+        found[("jiraconnect_refresh_total", (("outcome", "refreshed"), ("reason", ""), ("source", "scheduled")))] == 5
+    )
 
 
 def test_the_last_runs_age_is_infinite_until_a_run_finishes(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,9 +157,10 @@ def test_the_last_runs_age_is_infinite_until_a_run_finishes(client: Client, monk
 
     assert math.isinf(before[("jiraconnect_refresh_run_last_success_age_seconds", ())])
     assert after[("jiraconnect_refresh_run_last_success_age_seconds", ())] == 420
-    assert after[("jiraconnect_refresh_run_last_success_timestamp_seconds", ())] == (
-        frozen.now() - timedelta(minutes=7)
-    ).timestamp()
+    assert (
+        after[("jiraconnect_refresh_run_last_success_timestamp_seconds", ())]
+        == (frozen.now() - timedelta(minutes=7)).timestamp()
+    )
 
 
 def test_a_wait_for_another_workers_refresh_is_observed(
