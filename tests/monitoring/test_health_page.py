@@ -232,8 +232,10 @@ def test_the_page_never_shows_a_token(
     html = staff_client.get(PAGE).content.decode()
 
     assert f"Connection {connection.pk}" in html
-    assert connection.access_token and connection.access_token not in html
-    assert connection.refresh_token and connection.refresh_token not in html
+    assert connection.access_token
+    assert connection.access_token not in html
+    assert connection.refresh_token
+    assert connection.refresh_token not in html
 
 
 # --- Cost -------------------------------------------------------------------------------------
