@@ -17,7 +17,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from monitoring.health import DailyChart
 
-WIDTH = 760
+WIDTH = 600
 PLOT_HEIGHT = 200
 LEFT, RIGHT, TOP = 56, 12, 14
 AXIS_SPACE = 28
@@ -45,13 +45,13 @@ FILLS = (
 
 
 def nice_ceiling(value: int) -> int:
-    """The smallest 1, 2 or 5 times 10^k at or above `value` (at least 1)."""
+    """The smallest round number (1, 1.5, 2, 3, 4, 5, 6 or 8 times 10^k) at or above `value`."""
     if value <= 1:
         return 1
-    magnitude = int(10 ** math.floor(math.log10(value)))
-    for step in (1, 2, 5, 10):
-        if step * magnitude >= value:
-            return step * magnitude
+    magnitude = 10 ** math.floor(math.log10(value))
+    for step in (1, 1.5, 2, 3, 4, 5, 6, 8, 10):
+        if step * magnitude >= value and float(step * magnitude).is_integer():
+            return int(step * magnitude)
     raise AssertionError("unreachable")
 
 
@@ -115,7 +115,8 @@ def stacked_bars(chart: DailyChart, *, chart_id: str) -> SafeString:
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}" fill="{_paint(chart_id, n)}" '
                 f'stroke="#222" stroke-width="0.4"><title>{escape(f"{day}: {s.label} {value}")}</title></rect>'
             )
-        if i % every == 0 or i == len(days) - 1:
+        # Every week or fortnight, and the last day unless it would overlap the one before.
+        if i % every == 0 or (i == len(days) - 1 and i % every >= every // 2):
             cx = LEFT + slot * i + slot / 2
             parts.append(
                 f'<text x="{cx:.1f}" y="{baseline + 16}" text-anchor="middle" font-size="11" fill="#333">'

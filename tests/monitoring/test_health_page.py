@@ -282,3 +282,10 @@ def test_the_page_costs_the_same_queries_for_10_and_10000_connections(
 
     assert small == large
     assert JiraConnection.objects.count() == 10_010
+
+
+@pytest.mark.parametrize(("value", "ceiling"), [(0, 1), (1, 1), (2, 2), (7, 8), (120, 150), (151, 200), (9001, 10000)])
+def test_chart_scales_end_on_a_round_number_at_or_above_the_highest_bar(value: int, ceiling: int) -> None:
+    from monitoring.charts import nice_ceiling
+
+    assert nice_ceiling(value) == ceiling
