@@ -32,8 +32,10 @@ def seed_a_month() -> None:
                 DailyCount(day=day, kind=Kind.REFRESH, outcome="transient_failure", reason="transient", value=2),
             ]
         if age == 2:
-            rows.append(DailyCount(day=day, kind=Kind.REFRESH, outcome="recovered", source="scheduled", value=6))
-            rows.append(DailyCount(day=day, kind=Kind.REFRESH, outcome="needs_reconnect", reason="grant_revoked", value=1))
+            rows += [
+                DailyCount(day=day, kind=Kind.REFRESH, outcome="recovered", source="scheduled", value=6),
+                DailyCount(day=day, kind=Kind.REFRESH, outcome="needs_reconnect", reason="grant_revoked", value=1),
+            ]
     DailyCount.objects.bulk_create(rows)
     User.objects.create_user(STAFF_EMAIL, PASSWORD, is_staff=True, is_superuser=True)
     owner = User.objects.create_user("fleet.owner@example.com", PASSWORD)

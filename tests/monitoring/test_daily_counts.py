@@ -266,12 +266,12 @@ def test_on_demand_refreshes_write_nothing_until_a_request_ends_after_the_interv
 
 
 def test_staff_refresh_now_is_counted_as_staff(
+    client: Client,
     staff: User,
     alice: User,
     make_connection: ConnectionFactory,
-    mocked: responses.RequestsMock,
     frozen: FakeClock,
-    client: Client,
+    mocked: responses.RequestsMock,
 ) -> None:
     connection = make_connection(alice)
     mocked.post(TOKEN_URL, json=token_reply(1))

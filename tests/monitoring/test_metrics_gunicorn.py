@@ -2,74 +2,19 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import sqlite3
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.manage_run import PROJECT, child_env, manage, production_env
-from tests.test_gunicorn_logs import free_port
+from tests.manage_run import manage, production_env
+from tests.support.gunicorn import HOST, free_port, gunicorn, request
 
 WORKERS = 3
 TOKEN = "gunicorn-metrics-token-" + "g" * 32
-HOST = "portal.example.com"
-
-
-def request(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        conn.request("GET", path, headers={"Host": HOST, **(headers or {})})
-        response = conn.getresponse()
-        return response.status, response.read().decode()
-    finally:
-        conn.close()
-
-
-def wait_until_serving(port: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            request(port, "/healthz")
-            return
-        except ConnectionRefusedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-@contextmanager
-def gunicorn(env: dict[str, str], *, workers: int) -> Iterator[int]:
-    port = free_port()
-    # From the project folder, so gunicorn reads gunicorn.conf.py as in production.
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "jiraconnect.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-        ],
-        cwd=PROJECT,
-        env=child_env(env),
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_serving(port)
-        yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -106,7 +51,7 @@ def test_metrics_add_up_across_gunicorn_workers(tmp_path: Path) -> None:
     multiproc.mkdir()
     env.update({"METRICS_TOKEN": TOKEN, "PROMETHEUS_MULTIPROC_DIR": str(multiproc)})
 
-    with gunicorn(env, workers=WORKERS) as port, ThreadPoolExecutor(max_workers=WORKERS) as pool:
+    with gunicorn(env, "--workers", str(WORKERS)) as port, ThreadPoolExecutor(max_workers=WORKERS) as pool:
         # Each page waits for the refresh another worker holds: a sync worker serves one
         # request at a time, so the three waits are in three different workers.
         pages = [pool.submit(request, port, "/jira/", {"Cookie": f"sessionid={key}"}) for key in sessions]
@@ -139,7 +84,7 @@ def test_metrics_answer_404_under_gunicorn_when_not_configured(tmp_path: Path) -
     env = portal_env(tmp_path)
     assert manage("migrate", "--noinput", env=env).returncode == 0
 
-    with gunicorn(env, workers=2) as port:
+    with gunicorn(env, "--workers", "2") as port:
         status, _ = request(port, "/metrics", {"Authorization": f"Bearer {TOKEN}"})
 
     assert status == 404
