@@ -20,6 +20,8 @@ from monitoring import metrics, recorder
 from monitoring.logs import RefreshContext, current_refresh
 from monitoring.models import Kind
 
+# The refresh's own logger: its closing line sits with its other lines, under one name
+# operators already filter on.
 logger = logging.getLogger("integrations.lifecycle.refresh")
 
 
