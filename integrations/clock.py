@@ -14,3 +14,8 @@ def now() -> datetime:
 
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def monotonic() -> float:
+    """Seconds on a clock that never jumps: for durations (tests patch it to fix them)."""
+    return time.monotonic()

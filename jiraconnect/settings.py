@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import math
 import os
 import re
@@ -197,6 +198,38 @@ def log_level(name: str, value: str) -> str:
     return level
 
 
+def duration(name: str, value: str) -> timedelta | None:
+    """ "30m", "2h", "900s" or "1d"; empty means off."""
+    raw = value.strip().lower()
+    if not raw:
+        return None
+    match = re.fullmatch(r"(\d{1,9})\s*([smhd])", raw)
+    if match is None or int(match[1]) == 0:
+        raise ImproperlyConfigured(f"{name} must be a duration such as 30m, 2h or 900s, not {value!r}.")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
+    return timedelta(**{unit: int(match[1])})
+
+
+def ip_networks(name: str, value: str) -> list[str]:
+    """Comma-separated addresses or CIDR networks, normalised (10.0.0.7 -> 10.0.0.7/32)."""
+    networks = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or network (CIDR).") from None
+    return networks
+
+
+def one_of(name: str, value: str, choices: tuple[str, ...]) -> str:
+    chosen = value.strip().lower() or choices[0]
+    if chosen not in choices:
+        raise ImproperlyConfigured(f"{name} must be {' or '.join(choices)}, not {value!r}.")
+    return chosen
+
+
 def fernet_keys(name: str, value: str) -> list[str]:
     keys = [k.strip() for k in value.split(",") if k.strip()]
     if not keys:
@@ -257,6 +290,7 @@ FERNET_USE_HKDF = False
 INSTALLED_APPS = [
     "accounts",
     "integrations",
+    "monitoring",
     # Django's admin with our own default site: it asks staff for a second factor.
     "accounts.admin_config.PortalAdminConfig",
     "django.contrib.auth",
@@ -431,6 +465,25 @@ RATE_LIMIT_PASSWORD_RESET_PER_IP = rate("RATE_LIMIT_PASSWORD_RESET_PER_IP", "10/
 RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS = rate("RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS", "3/h")
 RATE_LIMIT_JIRA_CONNECT_PER_USER = rate("RATE_LIMIT_JIRA_CONNECT_PER_USER", "10/10m")
 
+# --- Monitoring -------------------------------------------------------------------------
+# Daily counters (refresh outcomes, token-endpoint latency) are kept this long; the
+# health page charts the last 90 days.
+MONITORING_RETENTION_DAYS = _int("MONITORING_RETENTION_DAYS", default=400)
+# A process writes its buffered counts at most this often (and at the end of a run).
+MONITORING_FLUSH_SECONDS = _int("MONITORING_FLUSH_SECONDS", default=60)
+# /metrics answers only when one of these is set (both: both must match); 404 otherwise.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 32 random characters.")
+METRICS_ALLOWED_IPS = ip_networks("METRICS_ALLOWED_IPS", env.str("METRICS_ALLOWED_IPS", default=""))
+# /healthz/refresh answers 503 once the scheduled run has not finished for this long.
+REFRESH_STALE_AFTER = duration("REFRESH_STALE_AFTER", env.str("REFRESH_STALE_AFTER", default=""))
+# prometheus_client reads it from the environment itself; a wrong one fails at start-up
+# here, not at the first metric a worker writes.
+_multiproc_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+if _multiproc_dir and not Path(_multiproc_dir).is_dir():
+    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR names no directory: {_multiproc_dir!r}.")
+
 # --- Security -----------------------------------------------------------------------
 # Sessions end after SESSION_IDLE_TIMEOUT seconds without a request and SESSION_COOKIE_AGE
 # seconds after sign-in, whichever comes first (accounts/middleware.py).
@@ -576,11 +629,20 @@ ATLASSIAN_TIMEOUT = (
 
 # --- Logging --------------------------------------------------------------------------
 LOG_LEVEL = log_level("LOG_LEVEL", env.str("LOG_LEVEL", default="INFO"))
+# json: one JSON object per line (python-json-logger), extra fields included.
+LOG_FORMAT = one_of("LOG_FORMAT", env.str("LOG_FORMAT", default="plain"), ("plain", "json"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "monitoring.logs.json_formatter"},
+    },
+    # Every line logged during a refresh carries its connection id, source and duration.
+    "filters": {"refresh": {"()": "monitoring.logs.RefreshContextFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["refresh"]},
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # urllib3 logs full request lines at DEBUG; keep it quiet so a URL with a

@@ -14,6 +14,7 @@ import responses
 from django.core.cache import cache
 
 from accounts.models import User
+from monitoring import recorder
 from tests.support.accounts import ALICE_PASSWORD, BOB_PASSWORD, STAFF_PASSWORD
 from tests.support.clock import FakeClock, install_clock
 from tests.support.connections import ConnectionFactory, connection_factory
@@ -64,6 +65,15 @@ def _fresh_abuse_counters(request: pytest.FixtureRequest) -> None:
     ):
         request.getfixturevalue("transactional_db")
         cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def monitoring_buffer(monkeypatch: pytest.MonkeyPatch) -> recorder._Buffer:
+    """Monitoring counts are buffered per process: each test starts with none, so one
+    test's refreshes never reach another's database (or its query counts)."""
+    fresh = recorder._Buffer()
+    monkeypatch.setattr(recorder, "_buffer", fresh)
+    return fresh
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from integrations import atlassian, clock
 from integrations.lifecycle.refresh import RefreshOutcome, connection_refresh_for_access
 from integrations.lifecycle.status import connection_mark_unreadable
 from integrations.models import ConnectionStatus, JiraConnection, JiraSite
+from monitoring.observe import ClaimWait, claim_wait_observed
 
 # Use is recorded at most this often per connection: the scheduled run needs to know
 # "used today", not every call.
@@ -72,6 +73,12 @@ def connection_access_token(*, connection_id: int, rejected: str | None = None) 
 
 @sensitive_variables("rejected")
 def _access_token(*, connection_id: int, rejected: str | None) -> tuple[str, datetime | None]:
+    with claim_wait_observed() as wait:
+        return _poll_for_token(connection_id=connection_id, rejected=rejected, wait=wait)
+
+
+@sensitive_variables("rejected")
+def _poll_for_token(*, connection_id: int, rejected: str | None, wait: ClaimWait) -> tuple[str, datetime | None]:
     deadline = clock.now() + CLAIM_WAIT
     refreshed = False
     while True:
@@ -101,8 +108,10 @@ def _access_token(*, connection_id: int, rejected: str | None) -> tuple[str, dat
             raise ConnectionUnusableError(f"Jira is not reachable right now: {result.message}", permanent=False)
         if result.outcome == RefreshOutcome.CLAIMED_ELSEWHERE:
             if clock.now() >= deadline:
+                wait.timed_out = True
                 raise ConnectionUnusableError("Jira is busy refreshing this connection; try again.", permanent=False)
             # The refresh under way elsewhere will replace the token: read it then.
+            wait.polling()
             clock.sleep(CLAIM_POLL_SECONDS)
         # Otherwise (refreshed, superseded, not due, needs reconnect, gone): read the row again.
 

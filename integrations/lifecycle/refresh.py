@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.db import OperationalError
@@ -52,8 +53,13 @@ from integrations import atlassian, clock
 from integrations.lifecycle.config import ConfigurationError
 from integrations.lifecycle.due import DEFAULT_RULE, DueRule, expired, not_backing_off
 from integrations.lifecycle.events import event_record, event_staff_refresh
-from integrations.lifecycle.status import connection_mark_needs_reconnect, connection_mark_unreadable
+from integrations.lifecycle.status import (
+    UNREADABLE_REASON,
+    connection_mark_needs_reconnect,
+    connection_mark_unreadable,
+)
 from integrations.models import Actor, ConnectionStatus, EventKind, JiraConnection
+from monitoring.observe import RefreshSource, refresh_observed, token_call_timed
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +91,10 @@ class RefreshResult:
     outcome: RefreshOutcome
     message: str = ""
     retry_at: datetime | None = None
+    # The failure's reason (status_reason), for the monitoring's counts.
+    reason: str = ""
+    # Refreshed a connection that was failing.
+    recovered: bool = False
 
 
 # --- Entry points ----------------------------------------------------------------------
@@ -99,7 +109,9 @@ def connection_refresh_if_due(
     """The scheduled run's refresh: only while `rule` says the connection is due and its
     backoff has ended (unless `ignore_backoff`). Raises ConfigurationError when Atlassian
     refuses our client credentials."""
-    return _refresh(connection_id=connection_id, due=rule.filter, ignore_backoff=ignore_backoff)
+    return _refresh(
+        connection_id=connection_id, due=rule.filter, ignore_backoff=ignore_backoff, source=RefreshSource.SCHEDULED
+    )
 
 
 def connection_refresh_now(*, connection_id: int, staff: User) -> RefreshResult:
@@ -109,7 +121,12 @@ def connection_refresh_now(*, connection_id: int, staff: User) -> RefreshResult:
     connection = JiraConnection.objects.defer("access_token", "refresh_token").filter(pk=connection_id).first()
     try:
         result = _refresh(
-            connection_id=connection_id, due=None, ignore_backoff=True, actor=Actor.STAFF, actor_user=staff
+            connection_id=connection_id,
+            due=None,
+            ignore_backoff=True,
+            source=RefreshSource.STAFF,
+            actor=Actor.STAFF,
+            actor_user=staff,
         )
     except ConfigurationError as exc:
         if connection is not None:
@@ -124,7 +141,11 @@ def connection_refresh_claimed(*, connection_id: int, claim: uuid.UUID) -> Refre
     """The batch run's refresh of a connection claim_due has already claimed with `claim`:
     everything after the claim, exactly as connection_refresh_if_due. Raises
     ConfigurationError when Atlassian refuses our client credentials."""
-    return _refresh_claimed(connection_id=connection_id, claim=claim, actor=Actor.SYSTEM, actor_user=None)
+    return _observed(
+        connection_id=connection_id,
+        source=RefreshSource.SCHEDULED,
+        work=partial(_refresh_claimed, connection_id=connection_id, claim=claim, actor=Actor.SYSTEM, actor_user=None),
+    )
 
 
 def connection_release(*, connection_id: int, claim: uuid.UUID) -> None:
@@ -138,7 +159,7 @@ def connection_refresh_for_access(*, connection_id: int, rejected: bool = False)
     # Once the stored expiry (already brought forward by atlassian.EXPIRY_MARGIN) has
     # passed: no second margin on top.
     due = None if rejected else expired
-    return _refresh(connection_id=connection_id, due=due, ignore_backoff=False)
+    return _refresh(connection_id=connection_id, due=due, ignore_backoff=False, source=RefreshSource.ON_DEMAND)
 
 
 # --- The algorithm ---------------------------------------------------------------------
@@ -149,8 +170,40 @@ def _refresh(
     connection_id: int,
     due: DueCondition | None,
     ignore_backoff: bool,
+    source: RefreshSource,
     actor: Actor = Actor.SYSTEM,
     actor_user: User | None = None,
+) -> RefreshResult:
+    return _observed(
+        connection_id=connection_id,
+        source=source,
+        work=partial(
+            _claim_and_refresh,
+            connection_id=connection_id,
+            due=due,
+            ignore_backoff=ignore_backoff,
+            actor=actor,
+            actor_user=actor_user,
+        ),
+    )
+
+
+def _observed(*, connection_id: int, source: RefreshSource, work: Callable[[], RefreshResult]) -> RefreshResult:
+    """One refresh, counted and logged with its outcome and duration (monitoring)."""
+    with refresh_observed(connection_id=connection_id, source=source) as observed:
+        result = work()
+        observed.finish(outcome="recovered" if result.recovered else result.outcome.value, reason=result.reason)
+    return result
+
+
+@sensitive_variables("refresh_token", "tokens")
+def _claim_and_refresh(
+    *,
+    connection_id: int,
+    due: DueCondition | None,
+    ignore_backoff: bool,
+    actor: Actor,
+    actor_user: User | None,
 ) -> RefreshResult:
     claim = uuid.uuid4()
     if not _claim(connection_id=connection_id, claim=claim, due=due, ignore_backoff=ignore_backoff):
@@ -167,7 +220,9 @@ def _refresh_claimed(*, connection_id: int, claim: uuid.UUID, actor: Actor, acto
         refresh_token = connection.refresh_token
         if refresh_token is None:
             connection_mark_unreadable(connection_id=connection_id)
-            return RefreshResult(connection_id, RefreshOutcome.NEEDS_RECONNECT, "Stored token unreadable.")
+            return RefreshResult(
+                connection_id, RefreshOutcome.NEEDS_RECONNECT, "Stored token unreadable.", reason=UNREADABLE_REASON
+            )
         version = connection.version
         # The claim was taken on the wall clock; timestamps written below use the same.
         now = clock.now()
@@ -188,6 +243,13 @@ def _refresh_claimed(*, connection_id: int, claim: uuid.UUID, actor: Actor, acto
         # A successful store cleared the claim in its own UPDATE: skip a round trip.
         released = result.outcome == RefreshOutcome.REFRESHED
         return result
+    except ConfigurationError:
+        raise
+    except Exception:
+        # A bug, or the database gone: the claim stays and lapses after CLAIM_LEASE, so a
+        # batch run that claims again does not take this connection over and over.
+        released = True
+        raise
     finally:
         if not released:
             _release(connection_id=connection_id, claim=claim)
@@ -320,7 +382,8 @@ def backoff(*, failures: int, retry_after: float | None) -> timedelta:
 @sensitive_variables("refresh_token", "tokens")
 def _call_refresh(*, refresh_token: str) -> atlassian.TokenSet:
     try:
-        return atlassian.refresh(refresh_token=refresh_token)
+        with token_call_timed():
+            return atlassian.refresh(refresh_token=refresh_token)
     except atlassian.TransientError as exc:
         # No status (timeout, reset), a gateway's 502/504 or a garbled 200: Atlassian
         # may have rotated and we never saw the new pair. The same token is accepted
@@ -330,7 +393,8 @@ def _call_refresh(*, refresh_token: str) -> atlassian.TokenSet:
         if not ambiguous:
             raise
         logger.info("Refresh reply lost (%s); retrying once with the same token.", exc.reason)
-        return atlassian.refresh(refresh_token=refresh_token)
+        with token_call_timed():
+            return atlassian.refresh(refresh_token=refresh_token)
 
 
 @sensitive_variables("values")
@@ -402,7 +466,9 @@ def _store(
             message=f"Access token valid until {tokens.expires_at:%Y-%m-%d %H:%M:%S} UTC",
             detail={"rotated": tokens.refresh_token is not None, "version": version + 1},
         )
-    return RefreshResult(connection.pk, RefreshOutcome.REFRESHED)
+    return RefreshResult(
+        connection.pk, RefreshOutcome.REFRESHED, recovered=connection.status == ConnectionStatus.REFRESH_FAILING
+    )
 
 
 def _revoked(*, connection: JiraConnection, version: int, error: atlassian.GrantRevokedError) -> RefreshResult:
@@ -419,7 +485,7 @@ def _revoked(*, connection: JiraConnection, version: int, error: atlassian.Grant
         return RefreshResult(
             connection.pk, RefreshOutcome.SUPERSEDED, "Another refresh stored newer tokens first; no change."
         )
-    return RefreshResult(connection.pk, RefreshOutcome.NEEDS_RECONNECT, message)
+    return RefreshResult(connection.pk, RefreshOutcome.NEEDS_RECONNECT, message, reason=error.reason)
 
 
 def _failed(
@@ -452,4 +518,4 @@ def _failed(
             detail={"reason": error.reason, "status": error.status, "retry_at": retry_at.isoformat()},
         )
     logger.warning("Refresh of connection %s failed (%s); retry at %s", connection.pk, error.reason, retry_at)
-    return RefreshResult(connection.pk, RefreshOutcome.TRANSIENT_FAILURE, error.message, retry_at)
+    return RefreshResult(connection.pk, RefreshOutcome.TRANSIENT_FAILURE, error.message, retry_at, error.reason)

@@ -48,6 +48,7 @@ from integrations.lifecycle.refresh import (
     connection_release,
 )
 from integrations.models import JiraConnection
+from monitoring.recorder import run_completed
 
 logger = logging.getLogger(__name__)
 
@@ -296,11 +297,13 @@ class _ListRun(_Run):
 
 
 def _housekeeping(summary: RunSummary) -> None:
-    """What every scheduled run also does: warn of consent expiry, prune the audit trail.
-    Both are idempotent and safe when runs overlap."""
+    """What every scheduled run also does: warn of consent expiry, prune the audit trail,
+    write its monitoring counts and record that it ran (last). All idempotent and safe
+    when runs overlap."""
     now = clock.now()
     summary.warnings_sent = consent_warnings_send(now=now)
     summary.events_pruned = events_prune(now=now)
+    run_completed(now=clock.now())
 
 
 class _ClaimingRun(_Run):

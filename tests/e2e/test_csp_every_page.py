@@ -8,13 +8,11 @@ from typing import Any
 
 import pytest
 from django.core import mail
-from django_otp.oath import totp
-from django_otp.plugins.otp_totp.models import TOTPDevice
 from playwright.sync_api import expect
 
 from accounts.models import User
 from integrations.models import JiraConnection
-from tests.support.browser import PASSWORD, Journey, off_the_browser_thread
+from tests.support.browser import PASSWORD, Journey, off_the_browser_thread, totp_code
 
 pytestmark = pytest.mark.browser
 
@@ -49,11 +47,6 @@ class Violations:
         self.pages.append(journey.page.url)
         journey.shot(step)
         assert self.found == [], "\n".join(self.found)
-
-
-def totp_code(email: str) -> str:
-    device = off_the_browser_thread(lambda: TOTPDevice.objects.get(user__email=email))
-    return f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits):06d}"
 
 
 def test_no_page_of_the_portal_or_its_admin_violates_the_content_security_policy(journey: Journey) -> None:
@@ -148,6 +141,9 @@ def test_no_page_of_the_portal_or_its_admin_violates_the_content_security_policy
     page.click("#otp-continue")
     page.wait_for_url(url + "/admin/")
     csp.visited(journey, "admin-index")
+    page.goto(url + "/admin/monitoring/connectionhealth/")
+    expect(page.locator("svg.health-chart").first).to_be_visible()
+    csp.visited(journey, "admin-connection-health")
 
     page.goto(url + "/admin/integrations/jiraconnection/")
     csp.visited(journey, "admin-connections")

@@ -287,8 +287,10 @@ def test_the_control_launcher_really_switches_the_claim_off(start_sandbox: Start
     claim_off = RefreshProcess(sandbox.base_url, logs, "claim-off", unsafe=True).wait()
 
     assert (claim_on.returncode, claim_on.summary["refreshed"]) == (0, 0), claim_on.stderr[-2000:]
-    assert (claim_off.returncode, claim_off.summary["refreshed"]) == (0, 2), claim_off.stderr[-2000:]
-    assert sandbox.counters()["refreshes"] == 2
+    # It took both held connections (on PostgreSQL its batch claims, blind to leases, may
+    # even take them again within the run: exactly the double refresh the claim prevents).
+    assert claim_off.summary["refreshed"] >= 2, claim_off.stderr[-2000:]
+    assert sandbox.counters()["refreshes"] >= 2
 
 
 def test_two_processes_and_api_calls_refresh_fifty_connections_exactly_once(

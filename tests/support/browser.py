@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 import pytest
 from django.conf import settings as django_settings
 from django.db import connections
+from django_otp.oath import totp
+from django_otp.plugins.otp_totp.models import TOTPDevice
+from playwright.sync_api import Page
 
 from sandbox.testing import SandboxClient
 from tests.support.secrets import assert_no_secrets, raw_rows
@@ -129,3 +132,22 @@ class Journey:
         self.shot(step)
         self.page.get_by_role("button", name=decision).click()
         self.page.wait_for_url(self.portal.url + "/settings/")
+
+
+def totp_code(email: str) -> str:
+    device = off_the_browser_thread(lambda: TOTPDevice.objects.get(user__email=email))
+    return f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits):06d}"
+
+
+def admin_sign_in(page: Page, base_url: str, *, email: str, password: str) -> None:
+    """A staff member's first admin login in the browser: password, then the second factor
+    (enrolling an authenticator, as the admin requires), past the recovery codes."""
+    page.goto(base_url + "/admin/login/")
+    page.fill("input[name=username]", email)
+    page.fill("input[name=password]", password)
+    page.locator("input[type=submit]").click()
+    page.wait_for_url(re.compile(r".*/admin/otp/enroll/.*"))
+    page.fill("input[name=code]", totp_code(email))
+    page.locator("#otp-form input[type=submit]").click()
+    page.click("#otp-continue")
+    page.wait_for_url(base_url + "/admin/")
