@@ -81,9 +81,11 @@ def test_myself_returns_the_jira_user(client: SandboxClient, ada: str) -> None:
     assert body["self"].startswith(f"https://api.atlassian.com/ex/jira/{INITECH}/")
 
 
-def test_myself_email_may_be_null(client: SandboxClient) -> None:
+def test_myself_leaves_out_a_hidden_email(client: SandboxClient) -> None:
     token = client.connect(account_id=ALAN)["access_token"]
-    assert client.api(jira(ACME, "myself"), token).json()["emailAddress"] is None
+    body = client.api(jira(ACME, "myself"), token).json()
+    assert body["accountId"] == ALAN
+    assert "emailAddress" not in body
 
 
 def test_myself_without_read_jira_user_is_scope_401(client: SandboxClient) -> None:
