@@ -224,6 +224,8 @@ class WebhookReceiver:
         self.path = path
         self.received: list[ReceivedDelivery] = []
         self.statuses: list[int] = []
+        self._hangs = 0
+        self._release = threading.Event()
         self._cond = threading.Condition()
         receiver = self
 
@@ -233,7 +235,13 @@ class WebhookReceiver:
                 with receiver._cond:
                     receiver.received.append(ReceivedDelivery(self.path, dict(self.headers.items()), body))
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    hang = receiver._hangs > 0
+                    receiver._hangs -= hang
                     receiver._cond.notify_all()
+                if hang:
+                    # Holds the answer back until the receiver closes: the sender times out.
+                    receiver._release.wait(30)
+                    return
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -253,6 +261,11 @@ class WebhookReceiver:
         with self._cond:
             self.statuses.extend(statuses)
 
+    def hang_next(self, count: int) -> None:
+        """The next `count` requests get no answer (until the receiver closes)."""
+        with self._cond:
+            self._hangs += count
+
     def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedDelivery]:
         """Block until `count` requests have arrived (AssertionError after `timeout`)."""
         with self._cond:
@@ -265,6 +278,7 @@ class WebhookReceiver:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._release.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
