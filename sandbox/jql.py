@@ -68,15 +68,13 @@ _SORT_KEYS: dict[str, Callable[[Issue], float]] = {
 }
 
 
-def _split_top(text: str, word: str) -> list[str]:
-    """Split on a keyword outside quotes and parentheses."""
-    parts: list[str] = []
+def _scan(text: str) -> tuple[list[tuple[int, int]], int, bool]:
+    """Every character outside quotes as (index, parenthesis depth before it), the depth at
+    the end, and whether a quote is left open there."""
+    positions: list[tuple[int, int]] = []
     depth = 0
     quote = ""
-    start = 0
     i = 0
-    lower = text.lower()
-    n = len(word)
     while i < len(text):
         ch = text[i]
         if quote:
@@ -87,21 +85,31 @@ def _split_top(text: str, word: str) -> list[str]:
                 quote = ""
         elif ch in "\"'":
             quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif (
-            depth == 0
+        else:
+            positions.append((i, depth))
+            depth += (ch == "(") - (ch == ")")
+        i += 1
+    return positions, depth, bool(quote)
+
+
+def _split_top(text: str, word: str) -> list[str]:
+    """Split on a keyword (or a separator such as ",") outside quotes and parentheses."""
+    parts: list[str] = []
+    start = 0
+    lower = text.lower()
+    n = len(word)
+    # Only a word needs word boundaries: "in" must not split "assignee in (…)"'s "Done,In".
+    bounded = word.isalnum()
+    for i, depth in _scan(text)[0]:
+        if (
+            i >= start
+            and depth == 0
             and lower.startswith(word, i)
-            and (i == 0 or not text[i - 1].isalnum())
-            and (i + n == len(text) or not text[i + n].isalnum())
+            and not (bounded and i > 0 and text[i - 1].isalnum())
+            and not (bounded and i + n < len(text) and text[i + n].isalnum())
         ):
             parts.append(text[start:i])
             start = i + n
-            i += n
-            continue
-        i += 1
     parts.append(text[start:])
     return [p.strip() for p in parts]
 
@@ -146,21 +154,10 @@ _ALWAYS_SET = {"project", "status", "statuscategory", "issuekey", "key", "issuet
 
 def _syntax_error(text: str) -> str | None:
     """Jira's message for a query that does not parse, or None."""
-    depth = 0
-    quote = ""
-    for ch in text:
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                return "Error in the JQL Query: Expecting either 'OR' or 'AND' but got ')'."
-    if quote:
+    positions, depth, open_quote = _scan(text)
+    if any(before == 0 and text[i] == ")" for i, before in positions):
+        return "Error in the JQL Query: Expecting either 'OR' or 'AND' but got ')'."
+    if open_quote:
         return "Error in the JQL Query: The quoted string has not been completed."
     if depth:
         return "Error in the JQL Query: Expecting ')' before the end of the query."

@@ -165,6 +165,14 @@ def test_search_done_and_unknown_clauses(client: SandboxClient, ada: str) -> Non
     assert "openSprints" in answer.headers["X-Sandbox-Jql-Ignored"]
 
 
+def test_search_in_lists_match_any_of_their_values(client: SandboxClient, ada: str) -> None:
+    page = _search(client, ada, ACME, jql='project = ACME AND status in ("To Do", Done)', fields="status")
+    names = {i["fields"]["status"]["name"] for i in page["issues"]}
+    assert names == {"To Do", "Done"}
+    keys = _search(client, ada, ACME, jql="issueKey in (ACME-1, ACME-2) AND issuetype != Epic")["issues"]
+    assert [i["id"] for i in keys] == ["10001", "10002"]
+
+
 def test_search_caps_max_results_at_100(client: SandboxClient, ada: str) -> None:
     page = _search(client, ada, ACME, jql="project = ACME", maxResults=500)
     assert len(page["issues"]) == 45

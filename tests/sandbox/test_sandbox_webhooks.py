@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,16 +106,11 @@ def test_unknown_or_missing_events_are_per_webhook_errors(client: SandboxClient,
 
 
 def test_all_eight_documented_events_are_accepted(client: SandboxClient, ada: str) -> None:
-    events = [
-        "jira:issue_created",
-        "jira:issue_updated",
-        "jira:issue_deleted",
-        "comment_created",
-        "comment_updated",
-        "comment_deleted",
-        "issue_property_set",
-        "issue_property_deleted",
-    ]
+    spec = json.loads(
+        (Path(__file__).resolve().parents[2] / "sandbox/openapi/jira-platform-v3-subset.json").read_text()
+    )
+    events = spec["components"]["schemas"]["WebhookDetails"]["properties"]["events"]["items"]["enum"]
+    assert len(events) == 8
     [result] = registered(client, ada, hook(events=events))
     assert "createdWebhookId" in result
     assert list_webhooks(client, ada, ACME).json()["values"][0]["events"] == events
