@@ -115,11 +115,12 @@ def test_revoked_grant_shows_reconnect_banner_and_reconnect_restores_it(journey:
     journey.snapshot_database("connected")
     [connection] = connections_of(email)
 
-    # The user removes the app at id.atlassian.com; the portal learns it on the next refresh.
+    # The user removes the app at id.atlassian.com; the portal learns it on the next refresh
+    # of a connection in use (the scheduled run refreshes warm connections only).
     assert journey.portal.control("revoke", {"account_id": ADA})["revoked"] is True
     off_the_browser_thread(
         lambda: JiraConnection.objects.filter(pk=connection.pk).update(
-            access_token_expires_at=timezone.now() - timedelta(minutes=1)
+            access_token_expires_at=timezone.now() - timedelta(minutes=1), last_used_at=timezone.now()
         )
     )
     out = StringIO()
