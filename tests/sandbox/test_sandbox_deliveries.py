@@ -256,3 +256,15 @@ def test_a_reset_drops_deliveries_and_their_counters(
     client.control("reset", {})
     assert deliveries(client, settle=None) == []
     assert client.counters()["deliveries"]["queued"] == 0
+
+
+def test_the_change_does_not_wait_for_the_receiver(client: SandboxClient, ada: str, receiver: WebhookReceiver) -> None:
+    client.configure(delivery_timeout=20)
+    register(client, ada, receiver.url, hook())
+    receiver.hang_next(1)
+    changed = change_issue(client, "ACME-9", summary="Fire and forget")
+    # The change has answered while its delivery is still waiting for the receiver.
+    assert changed["fields"]["summary"] == "Fire and forget"
+    receiver.wait_for(1)
+    [in_flight] = deliveries(client, settle=None)
+    assert (in_flight["status"], in_flight["attempts"]) == ("pending", [])
