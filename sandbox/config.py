@@ -30,6 +30,13 @@ class SandboxConfig:
     refresh_idle_ttl: float = 90 * DAY
     grant_max_age: float = 365 * DAY
     log_requests: bool = False
+    # Dynamic webhooks: Atlassian's 30-day life and 5 per app, per user, per site.
+    webhook_ttl: float = 30 * DAY
+    webhook_limit: int = 5
+    # Deliveries: the receiver's time to answer one attempt, and a factor on the retry
+    # schedule (sandbox/delivery.py), e.g. 0.001 for tests; 0 retries at once.
+    delivery_timeout: float = 10.0
+    delivery_retry_scale: float = 1.0
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

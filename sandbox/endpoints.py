@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from sandbox import jql, pages
+from sandbox import jql, pages, webhooks
 from sandbox.messages import Request, Response, html_response, json_response, redirect
-from sandbox.seed import API_BASE, KNOWN_SCOPES, Issue, Site, User
+from sandbox.seed import API_BASE, KNOWN_SCOPES, STATUS_NAMES, Issue, Site, User
 from sandbox.state import Grant, State
 
 UNAUTHORIZED = {"code": 401, "message": "Unauthorized"}
@@ -31,6 +31,8 @@ UNBOUNDED_JQL = {
     "errorMessages": ["Unbounded JQL queries are not allowed here. Please add a search restriction to your query."],
     "errors": {},
 }
+INVALID_PAYLOAD = "Invalid request payload. Refer to the REST API documentation and try again."
+WEBHOOK_SCOPES = ("read:jira-work", "manage:jira-webhook")
 NO_STORE = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
 DECLINE_DESCRIPTION = "User did not authorize the request"
 # Scopes that belong to the identity platform, not to a Jira site's resource entry.
@@ -243,8 +245,8 @@ def me(state: State, request: Request) -> Response:
     return json_response(200, user.me_json(request.origin))
 
 
-def _jira_access(state: State, request: Request, cloud_id: str, scope: str) -> tuple[Grant, User, Site] | Response:
-    """Gateway checks in the gateway's order: token, scope, then the site.
+def _jira_access(state: State, request: Request, cloud_id: str, *scopes: str) -> tuple[Grant, User, Site] | Response:
+    """Gateway checks in the gateway's order: token, scopes (all of them), then the site.
 
     A cloud id that is unknown, or not in this grant, answers 404 "Site not found" (the
     sandbox's documented choice; the real gateway has been seen answering 401 as well).
@@ -253,7 +255,7 @@ def _jira_access(state: State, request: Request, cloud_id: str, scope: str) -> t
     if auth is None:
         return json_response(401, UNAUTHORIZED)
     grant, user = auth
-    if scope not in grant.scopes:
+    if not set(scopes) <= set(grant.scopes):
         return json_response(401, SCOPE_MISMATCH)
     site = state.sites.get(cloud_id)
     if site is None or cloud_id not in grant.site_ids:
@@ -333,7 +335,7 @@ def jira_search(state: State, request: Request, cloud_id: str) -> Response:
     if request.method == "POST":
         body = _json_object(request.body)
         if body is None:
-            return jira_error(400, "Invalid request payload. Refer to the REST API documentation and try again.")
+            return jira_error(400, INVALID_PAYLOAD)
         jql_text, fields_raw = body.get("jql"), body.get("fields")
         max_raw, page_token = body.get("maxResults"), body.get("nextPageToken")
     else:
@@ -350,6 +352,8 @@ def jira_search(state: State, request: Request, cloud_id: str) -> Response:
     # Jira clamps silently rather than rejecting a large page size.
     max_results = min(max(max_results, 1), 100)
     query = jql.parse(jql_text or "")
+    if query.error:
+        return jira_error(400, query.error)
     if not query.bounded:
         return json_response(400, UNBOUNDED_JQL)
     fingerprint = hashlib.sha256(f"{cloud_id}\n{jql_text}".encode()).hexdigest()[:16]
@@ -372,6 +376,72 @@ def jira_search(state: State, request: Request, cloud_id: str) -> Response:
         # Ascii JSON so that the header stays latin-1 encodable whatever the JQL held.
         headers.append(("X-Sandbox-Jql-Ignored", json.dumps(query.ignored)))
     return json_response(200, payload, headers)
+
+
+# ---- dynamic webhooks -----------------------------------------------------------------
+def _non_negative(raw: str | None, default: int, name: str) -> int | Response:
+    try:
+        value = default if raw is None else int(raw)
+    except ValueError:
+        return jira_error(400, f"{name} must be an integer.")
+    return value if value >= 0 else jira_error(400, f"{name} must not be negative.")
+
+
+def jira_webhook(state: State, request: Request, cloud_id: str) -> Response:
+    """GET lists, POST registers, DELETE removes: the caller's webhooks on this site."""
+    access = _jira_access(state, request, cloud_id, *WEBHOOK_SCOPES)
+    if isinstance(access, Response):
+        return access
+    _grant, user, site = access
+    owner = {"account_id": user.account_id, "site_id": site.cloud_id}
+    if request.method == "GET":
+        start_at = _non_negative(request.first("startAt"), 0, "startAt")
+        max_results = _non_negative(request.first("maxResults"), 100, "maxResults")
+        if isinstance(start_at, Response):
+            return start_at
+        if isinstance(max_results, Response):
+            return max_results
+        max_results = min(max(max_results, 1), 100)
+        hooks = state.list_webhooks(**owner)
+        values = hooks[start_at : start_at + max_results]
+        return json_response(
+            200,
+            {
+                "isLast": start_at + max_results >= len(hooks),
+                "maxResults": max_results,
+                "startAt": start_at,
+                "total": len(hooks),
+                "values": values,
+            },
+        )
+    body = _json_object(request.body)
+    if body is None:
+        return jira_error(400, INVALID_PAYLOAD)
+    try:
+        if request.method == "POST":
+            url, specs = webhooks.parse_registration(body)
+            results = state.register_webhooks(url=url, specs=specs, **owner)
+            return json_response(200, {"webhookRegistrationResult": results})
+        state.delete_webhooks(ids=webhooks.parse_ids(body), **owner)
+    except webhooks.RequestError as exc:
+        return jira_error(400, str(exc))
+    return Response(202)
+
+
+def jira_webhook_refresh(state: State, request: Request, cloud_id: str) -> Response:
+    access = _jira_access(state, request, cloud_id, *WEBHOOK_SCOPES)
+    if isinstance(access, Response):
+        return access
+    _grant, user, site = access
+    body = _json_object(request.body)
+    if body is None:
+        return jira_error(400, INVALID_PAYLOAD)
+    try:
+        ids = webhooks.parse_ids(body)
+    except webhooks.RequestError as exc:
+        return jira_error(400, str(exc))
+    expires_at = state.refresh_webhooks(account_id=user.account_id, site_id=site.cloud_id, ids=ids)
+    return json_response(200, {"expirationDate": webhooks.epoch_ms(expires_at)})
 
 
 # ---- avatars --------------------------------------------------------------------------
@@ -501,6 +571,90 @@ def control_seed(state: State, request: Request) -> Response:
     return json_response(200, {"users": users, "sites": sites})
 
 
+def control_webhooks(state: State, request: Request) -> Response:
+    return json_response(200, state.webhooks_snapshot())
+
+
+MAX_SETTLE = 30.0
+
+
+def control_deliveries(state: State, request: Request) -> Response:
+    """Every delivery and its attempts; `?settle=N` first waits up to N s for pending ones."""
+    raw = request.first("settle")
+    settled = None
+    if raw is not None:
+        try:
+            settle = float(raw)
+        except ValueError:
+            return json_response(400, {"error": "settle must be a number of seconds"})
+        settled = state.deliveries.wait_settled(min(max(settle, 0.0), MAX_SETTLE))
+    deliveries = state.deliveries.snapshot(request.first("status"))
+    return json_response(200, {"settled": settled, "deliveries": deliveries})
+
+
+def control_issues_page(state: State, request: Request) -> Response:
+    wanted = request.first("site")
+    site = next((s for s in state.sites.values() if s.name == wanted), next(iter(state.sites.values())))
+    with state.lock:
+        issues = list(state.issues[site.cloud_id])
+        counts = {key: len(c) for key, c in state.comments.items()}
+    page = pages.issues_page(
+        site=site,
+        sites=state.sites.values(),
+        issues=issues,
+        users=state.seed_users.values(),
+        statuses=STATUS_NAMES,
+        comment_counts=counts,
+    )
+    return html_response(200, page, [("Cache-Control", "no-store")])
+
+
+def _is_form(request: Request) -> bool:
+    return "application/x-www-form-urlencoded" in (request.headers.get("Content-Type") or "").lower()
+
+
+def _issue_control(
+    state: State, request: Request, key: str, apply: Callable[[dict[str, Any], str | None], None]
+) -> Response:
+    """Runs `apply(fields, actor)` for a form post (back to the page) or JSON (the issue)."""
+    form = _is_form(request)
+    body: dict[str, Any] | None = dict(_form(request.body)) if form else _json_object(request.body)
+    if body is None:
+        return json_response(400, {"error": "body must be a JSON object"})
+    actor = body.pop("actor", None)
+    try:
+        apply(body, actor if isinstance(actor, str) and actor else None)
+    except LookupError as exc:
+        message = str(exc.args[0])
+        return html_response(404, pages.error_page(message)) if form else json_response(404, {"error": message})
+    except ValueError as exc:
+        return html_response(400, pages.error_page(str(exc))) if form else json_response(400, {"error": str(exc)})
+    view = state.issue_view(key, request.origin)
+    if form and view is not None:
+        site = next(s for s in state.sites.values() if view["key"].startswith(f"{s.project_key}-"))
+        location = f"/_sandbox/issues?site={site.name}#{view['key']}"
+        return Response(303, b"", "text/html; charset=utf-8", [("Location", location)])
+    return json_response(200, view)
+
+
+def control_issue(state: State, request: Request, key: str) -> Response:
+    if request.method == "GET":
+        view = state.issue_view(key, request.origin)
+        return json_response(200, view) if view else json_response(404, {"error": f"Issue {key} does not exist."})
+
+    def change(fields: dict[str, Any], actor: str | None) -> None:
+        state.change_issue(key=key, changes=fields, actor_id=actor, origin=request.origin)
+
+    return _issue_control(state, request, key, change)
+
+
+def control_issue_comments(state: State, request: Request, key: str) -> Response:
+    def comment(fields: dict[str, Any], actor: str | None) -> None:
+        state.add_comment(key=key, body=fields.get("body"), actor_id=actor, origin=request.origin)
+
+    return _issue_control(state, request, key, comment)
+
+
 # (path, allowed methods, handler)
 CONTROLS: dict[str, tuple[frozenset[str], Handler]] = {
     "/_sandbox/counters": (frozenset({"GET"}), control_counters),
@@ -513,4 +667,7 @@ CONTROLS: dict[str, tuple[frozenset[str], Handler]] = {
     "/_sandbox/clock": (frozenset({"GET", "POST"}), control_clock),
     "/_sandbox/refreshes": (frozenset({"GET"}), control_refreshes),
     "/_sandbox/seed": (frozenset({"GET"}), control_seed),
+    "/_sandbox/webhooks": (frozenset({"GET"}), control_webhooks),
+    "/_sandbox/deliveries": (frozenset({"GET"}), control_deliveries),
+    "/_sandbox/issues": (frozenset({"GET"}), control_issues_page),
 }

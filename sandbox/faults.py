@@ -6,7 +6,17 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-ENDPOINTS = ("authorize", "token", "accessible_resources", "me", "myself", "search", "search_legacy")
+ENDPOINTS = (
+    "authorize",
+    "token",
+    "accessible_resources",
+    "me",
+    "myself",
+    "search",
+    "search_legacy",
+    "webhook",
+    "webhook_refresh",
+)
 # Answered instead of processing the request: the server has done nothing.
 PRE_KINDS = frozenset({"500", "503", "429", "timeout", "malformed"})
 # Processed (a refresh rotates!), then the connection is dropped without an answer.

@@ -1,14 +1,22 @@
-"""A tiny, tolerant JQL subset: enough for a portal's "my open issues" queries.
+"""A tiny, tolerant JQL subset: enough for a portal's "my open issues" queries, and the
+stricter subset Jira accepts in a dynamic webhook's `jqlFilter`.
 
-Understood (case-insensitive, clauses joined by top-level AND):
-  assignee = currentUser() | assignee != … | assignee in (…) | assignee is [not] EMPTY
+Search (`parse`; case-insensitive, clauses joined by top-level AND):
+  assignee | reporter = currentUser() / != … / in (…) / not in (…) / is [not] EMPTY  (account ids)
   statusCategory = / != / in / not in  (Done, "To Do", "In Progress", new, indeterminate, done, 2, 3, 4)
   status = / != / in / not in  (status names)
   project = / != / in / not in  (key or name)
+  issueKey (key), issuetype (type) = / != / in / not in
   resolution is [not] EMPTY | resolution = Unresolved  (mapped to statusCategory)
   ORDER BY updated | created | key | priority [ASC|DESC], …
-Any other clause is ignored (reported back in `Query.ignored`). A where-part containing a
-top-level OR is ignored as a whole: applying only part of an OR would narrow it wrongly.
+Any other well-formed clause is ignored (reported back in `Query.ignored`). A where-part
+containing a top-level OR is ignored as a whole: applying only part of an OR would narrow it
+wrongly. A malformed query (unbalanced quotes or parentheses, a clause without an operator)
+is an error, as in Jira.
+
+Webhook filters (`webhook_filter`): Jira's documented subset, with AND, OR and parentheses:
+fields issueKey, project, issuetype, status, assignee, reporter, issue.property[…], cf[id];
+operators =, !=, IN, NOT IN. Anything else is refused with Jira's kind of message.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ class Query:
     order: list[tuple[str, bool]] = field(default_factory=list)  # (field, descending)
     ignored: list[str] = field(default_factory=list)
     bounded: bool = False
+    # Jira's "Error in the JQL Query" message when the query does not parse.
+    error: str | None = None
 
     def apply(self, issues: list[Issue], account_id: str) -> list[Issue]:
         selected = [i for i in issues if all(p(i, account_id) for p in self.predicates)]
@@ -58,15 +68,13 @@ _SORT_KEYS: dict[str, Callable[[Issue], float]] = {
 }
 
 
-def _split_top(text: str, word: str) -> list[str]:
-    """Split on a keyword outside quotes and parentheses."""
-    parts: list[str] = []
+def _scan(text: str) -> tuple[list[tuple[int, int]], int, bool]:
+    """Every character outside quotes as (index, parenthesis depth before it), the depth at
+    the end, and whether a quote is left open there."""
+    positions: list[tuple[int, int]] = []
     depth = 0
     quote = ""
-    start = 0
     i = 0
-    lower = text.lower()
-    n = len(word)
     while i < len(text):
         ch = text[i]
         if quote:
@@ -77,21 +85,31 @@ def _split_top(text: str, word: str) -> list[str]:
                 quote = ""
         elif ch in "\"'":
             quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif (
-            depth == 0
+        else:
+            positions.append((i, depth))
+            depth += (ch == "(") - (ch == ")")
+        i += 1
+    return positions, depth, bool(quote)
+
+
+def _split_top(text: str, word: str) -> list[str]:
+    """Split on a keyword (or a separator such as ",") outside quotes and parentheses."""
+    parts: list[str] = []
+    start = 0
+    lower = text.lower()
+    n = len(word)
+    # Only a word needs word boundaries: "in" must not split "assignee in (…)"'s "Done,In".
+    bounded = word.isalnum()
+    for i, depth in _scan(text)[0]:
+        if (
+            i >= start
+            and depth == 0
             and lower.startswith(word, i)
-            and (i == 0 or not text[i - 1].isalnum())
-            and (i + n == len(text) or not text[i + n].isalnum())
+            and not (bounded and i > 0 and text[i - 1].isalnum())
+            and not (bounded and i + n < len(text) and text[i + n].isalnum())
         ):
             parts.append(text[start:i])
             start = i + n
-            i += n
-            continue
-        i += 1
     parts.append(text[start:])
     return [p.strip() for p in parts]
 
@@ -124,9 +142,40 @@ def _balanced(text: str) -> bool:
 
 
 _CLAUSE = re.compile(
-    r"^(?P<field>[a-z]+)\s*(?P<op>!=|=|\bnot\s+in\b|\bin\b|\bis\s+not\b|\bis\b)\s*(?P<value>.+)$",
+    r"^(?P<field>[a-z][\w.]*(?:\[[^\]]*\][\w.]*)?)\s*"
+    r"(?P<op>!=|=|\bnot\s+in\b|\bin\b|\bis\s+not\b|\bis\b|~|!~|>=|<=|>|<|\bwas\b|\bchanged\b)\s*"
+    r"(?P<value>.+)$",
     re.IGNORECASE | re.DOTALL,
 )
+_EMPTY_WORDS = ("empty", "null")
+# Fields every issue has a value for: `is EMPTY` never matches them.
+_ALWAYS_SET = {"project", "status", "statuscategory", "issuekey", "key", "issuetype", "type", "reporter"}
+
+
+def _syntax_error(text: str) -> str | None:
+    """Jira's message for a query that does not parse, or None."""
+    positions, depth, open_quote = _scan(text)
+    if any(before == 0 and text[i] == ")" for i, before in positions):
+        return "Error in the JQL Query: Expecting either 'OR' or 'AND' but got ')'."
+    if open_quote:
+        return "Error in the JQL Query: The quoted string has not been completed."
+    if depth:
+        return "Error in the JQL Query: Expecting ')' before the end of the query."
+    return None
+
+
+def _account_predicate(negated: bool, lowered: list[str], account: Callable[[Issue], str | None]) -> Predicate:
+    def predicate(issue: Issue, me: str) -> bool:
+        wanted = {me.lower() if v == "currentuser()" else v for v in lowered}
+        hit = (account(issue) or "").lower() in wanted
+        return hit != negated
+
+    return predicate
+
+
+def _reporter_id(issue: Issue) -> str | None:
+    reporter = issue.fields.get("reporter")
+    return str(reporter["accountId"]) if reporter else None
 
 
 def _membership(op: str, raw: str) -> tuple[bool, list[str]]:
@@ -147,25 +196,35 @@ def _clause_predicate(clause: str) -> Predicate | None:
     name = match["field"].lower()
     op = " ".join(match["op"].lower().split())
     raw = match["value"].strip()
+    if op in ("=", "!=") and raw.lower() in _EMPTY_WORDS:
+        # `field = null` is JQL's other spelling of `field is EMPTY`.
+        op = "is" if op == "=" else "is not"
     if op in ("is", "is not"):
-        if raw.lower() not in ("empty", "null"):
+        if raw.lower() not in _EMPTY_WORDS:
             return None
         want_empty = op == "is"
         if name == "assignee":
             return lambda issue, _me: (issue.assignee_id is None) == want_empty
         if name == "resolution":
             return lambda issue, _me: (issue.status_category != "done") == want_empty
+        if name in _ALWAYS_SET:
+            return lambda issue, _me: not want_empty
+        return None
+    if op not in ("=", "!=", "in", "not in"):
         return None
     negated, values = _membership(op, raw)
     lowered = [v.lower() for v in values]
     if name == "assignee":
-
-        def assignee(issue: Issue, me: str) -> bool:
-            wanted = {me if v == "currentuser()" else v for v in lowered}
-            hit = (issue.assignee_id or "").lower() in wanted
-            return hit != negated
-
-        return assignee
+        return _account_predicate(negated, lowered, lambda issue: issue.assignee_id)
+    if name == "reporter":
+        return _account_predicate(negated, lowered, _reporter_id)
+    if name in ("issuekey", "key"):
+        return lambda issue, _me: (issue.key.lower() in lowered) != negated
+    if name in ("issuetype", "type"):
+        return lambda issue, _me: (
+            (issue.fields["issuetype"]["name"].lower() in lowered or issue.fields["issuetype"]["id"] in lowered)
+            != negated
+        )
     if name == "statuscategory":
         categories = {_CATEGORY_ALIASES.get(v, v) for v in lowered}
         return lambda issue, _me: (issue.status_category in categories) != negated
@@ -184,6 +243,9 @@ def _clause_predicate(clause: str) -> Predicate | None:
 def parse(jql: str) -> Query:
     query = Query()
     text = jql.strip()
+    query.error = _syntax_error(text)
+    if query.error:
+        return query
     order_match = re.search(r"\border\s+by\b", text, re.IGNORECASE)
     where = text[: order_match.start()] if order_match else text
     order_part = text[order_match.end() :] if order_match else ""
@@ -195,6 +257,9 @@ def parse(jql: str) -> Query:
         else:
             for clause in _split_top(where, "and"):
                 clause = _strip_parens(clause)
+                if not _CLAUSE.match(clause) and "(" not in clause:
+                    query.error = "Error in the JQL Query: Expecting operator but got the end of the query."
+                    return query
                 predicate = _clause_predicate(clause)
                 if predicate is None:
                     query.ignored.append(clause)
@@ -211,3 +276,78 @@ def parse(jql: str) -> Query:
         descending = len(words) == 2 and words[1].lower() == "desc"
         query.order.append((name, descending))
     return query
+
+
+# ---- dynamic webhook filters ----------------------------------------------------------
+WEBHOOK_FIELDS = ("issuekey", "key", "project", "issuetype", "type", "status", "assignee", "reporter")
+WEBHOOK_OPERATORS = ("=", "!=", "in", "not in")
+_PROPERTY_FIELD = re.compile(r"^(?:issue\.property\[[^\]]+\](?:\.[\w.]+)?|cf\[\d+\])$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class WebhookFilter:
+    """A webhook's jqlFilter: `errors` (Jira's messages) when refused, else `matches`."""
+
+    errors: tuple[str, ...]
+    predicate: Predicate | None = None
+
+    def matches(self, issue: Issue, account_id: str) -> bool:
+        return self.predicate is not None and self.predicate(issue, account_id)
+
+
+def _never(issue: Issue, me: str) -> bool:
+    return False
+
+
+def _webhook_clause(clause: str, errors: list[str]) -> Predicate:
+    match = _CLAUSE.match(clause)
+    if not match:
+        errors.append(f"The clause {clause} is unsupported")
+        return _never
+    name = match["field"]
+    op = " ".join(match["op"].lower().split())
+    if name.lower() not in WEBHOOK_FIELDS and not _PROPERTY_FIELD.match(name):
+        errors.append(f"The clause {name} is unsupported")
+        return _never
+    if op not in WEBHOOK_OPERATORS:
+        errors.append(f"Operator {op} is unsupported")
+        return _never
+    if _PROPERTY_FIELD.match(name):
+        # Sandbox issues carry no properties or custom fields, and JQL never matches an
+        # absent value, whatever the operator.
+        return _never
+    return _clause_predicate(clause) or _never
+
+
+def _webhook_expression(text: str, errors: list[str]) -> Predicate:
+    alternatives = _split_top(text, "or")
+    if len(alternatives) > 1:
+        anys = [_webhook_expression(a, errors) for a in alternatives]
+        return lambda issue, me: any(p(issue, me) for p in anys)
+    conjuncts = _split_top(text, "and")
+    if len(conjuncts) > 1:
+        alls = [_webhook_expression(c, errors) for c in conjuncts]
+        return lambda issue, me: all(p(issue, me) for p in alls)
+    inner = _strip_parens(text)
+    if inner != text:
+        return _webhook_expression(inner, errors)
+    if not text:
+        errors.append("Error in the JQL Query: Expecting a clause but got the end of the query.")
+        return _never
+    return _webhook_clause(text, errors)
+
+
+def webhook_filter(jql: str) -> WebhookFilter:
+    text = jql.strip()
+    if not text:
+        return WebhookFilter(("The JQL filter must not be empty.",))
+    problem = _syntax_error(text)
+    if problem:
+        return WebhookFilter((problem,))
+    if re.search(r"\border\s+by\b", text, re.IGNORECASE):
+        return WebhookFilter(("The clause ORDER BY is unsupported",))
+    errors: list[str] = []
+    predicate = _webhook_expression(text, errors)
+    if errors:
+        return WebhookFilter(tuple(dict.fromkeys(errors)))
+    return WebhookFilter((), predicate)

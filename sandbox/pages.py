@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from html import escape
 
-from sandbox.seed import KNOWN_SCOPES, Site, User
+from sandbox.seed import KNOWN_SCOPES, Issue, Site, User
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; color: #172b4d; }
@@ -17,14 +17,19 @@ label { display: block; margin: .5rem 0; }
 .sites { color: #5e6c84; font-size: .9em; }
 button { font-size: 1rem; padding: .5rem 1.25rem; margin-right: .5rem; }
 #accept { background: #0052cc; color: white; border: none; border-radius: 3px; }
+body:has(main.wide) { max-width: 72rem; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid #dfe1e6; padding: .25rem .5rem; text-align: left; }
+td button { font-size: .9rem; padding: .2rem .6rem; }
 """
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, *, wide: bool = False) -> str:
+    main = '<main class="wide">' if wide else "<main>"
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{_STYLE}</style></head>\n"
-        f"<body><main>\n{body}\n</main></body></html>\n"
+        f"<body>{main}\n{body}\n</main></body></html>\n"
     )
 
 
@@ -94,3 +99,62 @@ def avatar_svg(user: User) -> str:
         f'font-family="system-ui, sans-serif" font-size="19" font-weight="600">{escape(user.initials)}</text>'
         "</svg>\n"
     )
+
+
+def _options(choices: Iterable[tuple[str, str]], selected: str) -> str:
+    return "".join(
+        f'<option value="{escape(value)}"{" selected" if value == selected else ""}>{escape(label)}</option>'
+        for value, label in choices
+    )
+
+
+def issues_page(
+    *,
+    site: Site,
+    sites: Iterable[Site],
+    issues: Iterable[Issue],
+    users: Iterable[User],
+    statuses: Iterable[str],
+    comment_counts: Mapping[str, int],
+) -> str:
+    """/_sandbox/issues: change an issue or comment on it, so webhook deliveries fire.
+
+    Plain forms, no script: the page must work under any Content-Security-Policy.
+    """
+    people = [u for u in users if site.cloud_id in u.site_ids]
+    actors = _options(((u.account_id, u.name) for u in people), people[0].account_id if people else "")
+    assignees = [("", "Unassigned"), *((u.account_id, u.name) for u in people)]
+    status_choices = [(n, n) for n in statuses]
+    tabs = " | ".join(
+        f"<strong>{escape(s.name)}</strong>"
+        if s.cloud_id == site.cloud_id
+        else f'<a href="/_sandbox/issues?site={escape(s.name)}">{escape(s.name)}</a>'
+        for s in sites
+    )
+    rows = []
+    for issue in issues:
+        key = escape(issue.key)
+        rows.append(
+            f"""<tr id="{key}"><th scope="row">{key}</th><td>
+<form method="post" action="/_sandbox/issues/{key}" class="change">
+<input name="summary" value="{escape(issue.fields["summary"])}" aria-label="Summary of {key}" size="28" required>
+<select name="status" aria-label="Status of {key}">{_options(status_choices, issue.status_name)}</select>
+<select name="assignee" aria-label="Assignee of {key}">{_options(assignees, issue.assignee_id or "")}</select>
+<select name="actor" aria-label="Changed by">{actors}</select>
+<button type="submit">Save</button></form></td><td>
+<form method="post" action="/_sandbox/issues/{key}/comments" class="comment">
+<input name="body" aria-label="Comment on {key}" placeholder="Comment" size="18" required>
+<select name="actor" aria-label="Comment by">{actors}</select>
+<button type="submit">Comment</button> <span class="count">{comment_counts.get(issue.key, 0)}</span></form>
+</td></tr>"""
+        )
+    body = f"""
+<p class="banner">Atlassian sandbox: change an issue here and every matching dynamic webhook gets a delivery.</p>
+<h1 id="issues-title">Issues on {escape(site.name)}</h1>
+<p id="sites">Sites: {tabs} &middot; <a href="/_sandbox/deliveries">deliveries (JSON)</a></p>
+<table id="issues"><thead><tr><th>Key</th><th>Summary, status, assignee</th><th>Comments</th></tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody></table>
+"""
+    return _page(f"Issues on {site.name} - Atlassian sandbox", body, wide=True)

@@ -28,7 +28,7 @@ class User:
     job_title: str = ""
     department: str = ""
     location: str = ""
-    # Jira hides the address of users who chose so; /myself then carries emailAddress null.
+    # Jira hides the address of users who chose so; /myself then carries no emailAddress.
     email_visible_in_jira: bool = True
 
     @property
@@ -62,17 +62,23 @@ class User:
         return {size: f"{picture}?s={size.split('x')[0]}" for size in ("48x48", "24x24", "16x16", "32x32")}
 
     def jira_user_json(self, site: Site, origin: str) -> dict[str, Any]:
-        return {
+        user: dict[str, Any] = {
             "self": f"{API_BASE}/ex/jira/{site.cloud_id}/rest/api/3/user?accountId={self.account_id}",
             "accountId": self.account_id,
             "accountType": "atlassian",
-            "emailAddress": self.email if self.email_visible_in_jira else None,
-            "avatarUrls": self.avatar_urls(origin),
-            "displayName": self.name,
-            "active": True,
-            "timeZone": self.zoneinfo,
-            "locale": self.locale.replace("-", "_"),
         }
+        # The OpenAPI User schema types emailAddress as a plain string: a hidden address
+        # is left out rather than sent as null.
+        if self.email_visible_in_jira:
+            user["emailAddress"] = self.email
+        user.update(
+            avatarUrls=self.avatar_urls(origin),
+            displayName=self.name,
+            active=True,
+            timeZone=self.zoneinfo,
+            locale=self.locale.replace("-", "_"),
+        )
+        return user
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,7 @@ _STATUSES = {
     "In Review": ("10001", "indeterminate", 4, "yellow", "In Progress"),
     "Done": ("10002", "done", 3, "green", "Done"),
 }
+STATUS_NAMES = tuple(_STATUSES)
 _PRIORITIES = (("Highest", "1"), ("High", "2"), ("Medium", "3"), ("Low", "4"), ("Lowest", "5"))
 _ISSUE_TYPES = (("Task", "10001"), ("Bug", "10004"), ("Story", "10002"))
 _VERBS = ("Fix", "Investigate", "Document", "Refactor", "Speed up", "Review", "Design", "Test")
@@ -215,6 +222,24 @@ def jira_datetime(ts: float) -> str:
     """Jira's format: milliseconds and a colon-less offset, e.g. 2026-11-20T10:15:30.000+0000."""
     moment = datetime.fromtimestamp(ts, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}+0000"
+
+
+def status_json(site: Site, name: str) -> dict[str, Any]:
+    """An issue's `status` field for one of STATUS_NAMES."""
+    status_id, cat_key, cat_id, colour, cat_name = _STATUSES[name]
+    return {
+        "self": f"{API_BASE}/ex/jira/{site.cloud_id}/rest/api/3/status/{status_id}",
+        "description": "",
+        "name": name,
+        "id": status_id,
+        "statusCategory": {
+            "self": f"{API_BASE}/ex/jira/{site.cloud_id}/rest/api/3/statuscategory/{cat_id}",
+            "id": cat_id,
+            "key": cat_key,
+            "colorName": colour,
+            "name": cat_name,
+        },
+    }
 
 
 def _status_for(n: int) -> str:
@@ -257,7 +282,6 @@ def build_issues() -> dict[str, list[Issue]]:
             issue_id = 10000 + site_index * 1000 + n
             key = f"{site.project_key}-{n}"
             status_name = _status_for(n)
-            status_id, cat_key, cat_id, colour, cat_name = _STATUSES[status_name]
             priority_name, priority_id = _PRIORITIES[rng.randrange(len(_PRIORITIES))]
             type_name, type_id = _ISSUE_TYPES[rng.randrange(len(_ISSUE_TYPES))]
             updated = (_BASE_TIME - timedelta(minutes=minutes[n - 1])).timestamp()
@@ -268,19 +292,7 @@ def build_issues() -> dict[str, list[Issue]]:
             reporter = users[ADA].jira_user_json(site, API_BASE)
             fields: dict[str, Any] = {
                 "summary": f"{_VERBS[rng.randrange(len(_VERBS))]} {_THINGS[rng.randrange(len(_THINGS))]}",
-                "status": {
-                    "self": f"{API_BASE}/ex/jira/{site.cloud_id}/rest/api/3/status/{status_id}",
-                    "description": "",
-                    "name": status_name,
-                    "id": status_id,
-                    "statusCategory": {
-                        "self": f"{API_BASE}/ex/jira/{site.cloud_id}/rest/api/3/statuscategory/{cat_id}",
-                        "id": cat_id,
-                        "key": cat_key,
-                        "colorName": colour,
-                        "name": cat_name,
-                    },
-                },
+                "status": status_json(site, status_name),
                 "priority": {
                     "self": f"{API_BASE}/ex/jira/{site.cloud_id}/rest/api/3/priority/{priority_id}",
                     "name": priority_name,
@@ -301,7 +313,7 @@ def build_issues() -> dict[str, list[Issue]]:
                     site_id=site.cloud_id,
                     assignee_id=assignee_id,
                     status_name=status_name,
-                    status_category=cat_key,
+                    status_category=_STATUSES[status_name][1],
                     priority_rank=int(priority_id),
                     updated=updated,
                     created=created,

@@ -32,6 +32,7 @@ __all__ = ["Sandbox", "SandboxConfig", "State"]
 MAX_BODY = 10 * 1024 * 1024
 _JIRA = re.compile(r"^/ex/jira/(?P<cloud>[^/]+)/rest/api/3/(?P<rest>.+?)/?$")
 _AVATAR = re.compile(r"^/avatars/(?P<avatar>[A-Za-z0-9_-]+)\.svg$")
+_ISSUE_CONTROL = re.compile(r"^/_sandbox/issues/(?P<key>[A-Za-z][A-Za-z0-9]*-[0-9]+)(?P<comments>/comments)?/?$")
 # A Host header worth echoing into URLs: a name or IPv4 or [IPv6] address, and a port.
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
@@ -64,7 +65,25 @@ def _jira_route(method: str, cloud_id: str, rest: str) -> Route:
         return Route("search", lambda s, r: endpoints.jira_search(s, r, cloud_id))
     if rest == "search":
         return Route("search_legacy", lambda s, r: endpoints.jira_search_legacy(s, r, cloud_id))
+    if rest == "webhook":
+        if method not in ("GET", "POST", "DELETE"):
+            return Route("webhook", _METHOD_NOT_ALLOWED)
+        return Route("webhook", lambda s, r: endpoints.jira_webhook(s, r, cloud_id))
+    if rest == "webhook/refresh":
+        if method != "PUT":
+            return Route("webhook_refresh", _METHOD_NOT_ALLOWED)
+        return Route("webhook_refresh", lambda s, r: endpoints.jira_webhook_refresh(s, r, cloud_id))
     return Route(None, _NOT_FOUND)
+
+
+def _issue_control_route(method: str, key: str, comments: bool) -> Route:
+    if comments:
+        if method != "POST":
+            return Route(None, _METHOD_NOT_ALLOWED)
+        return Route(None, lambda s, r: endpoints.control_issue_comments(s, r, key))
+    if method not in ("GET", "POST"):
+        return Route(None, _METHOD_NOT_ALLOWED)
+    return Route(None, lambda s, r: endpoints.control_issue(s, r, key))
 
 
 def resolve(method: str, path: str) -> Route:
@@ -89,6 +108,9 @@ def resolve(method: str, path: str) -> Route:
         if method != "GET":
             return Route(None, _METHOD_NOT_ALLOWED)
         return Route(None, lambda s, r: endpoints.avatar(s, r, avatar["avatar"]))
+    issue = _ISSUE_CONTROL.match(path)
+    if issue:
+        return _issue_control_route(method, issue["key"], bool(issue["comments"]))
     control = endpoints.CONTROLS.get(path.rstrip("/"))
     if control:
         methods, handler = control
@@ -316,11 +338,13 @@ class Sandbox:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="sandbox", daemon=True
         )
         self._thread.start()
+        self.state.deliveries.start()
         return self
 
     def stop(self) -> None:
         # Wakes handlers sleeping for injected latency or hangs, so they end promptly.
         self.stopping.set()
+        self.state.deliveries.stop()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()

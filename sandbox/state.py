@@ -16,9 +16,24 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox import webhooks
 from sandbox.config import SandboxConfig, apply_config_updates
+from sandbox.delivery import Deliverer, DeliverySettings
 from sandbox.faults import ENDPOINTS, KINDS, FaultDecision, FaultPlan
-from sandbox.seed import ADA, SITES, USERS, Issue, Site, User, build_issues
+from sandbox.seed import (
+    ADA,
+    API_BASE,
+    SITES,
+    STATUS_NAMES,
+    USERS,
+    Issue,
+    Site,
+    User,
+    build_issues,
+    jira_datetime,
+    status_json,
+)
+from sandbox.webhooks import ChangeItem, Comment, IssueEvent, Webhook, WebhookSpec
 
 TokenAnswer = tuple[int, dict[str, Any]]
 
@@ -137,7 +152,11 @@ class State:
         self.config = config
         self.sites: dict[str, Site] = {s.cloud_id: s for s in SITES}
         self.seed_users: dict[str, User] = {u.account_id: u for u in USERS}
-        self.issues: dict[str, list[Issue]] = build_issues()
+        self.deliveries = Deliverer(self._delivery_settings)
+        # Ids keep counting across resets, so a stale id from before one never names a new record.
+        self._webhook_seq = 9999
+        self._comment_seq = 10499
+        self._changelog_seq = 10099
         # Every secret ever issued, kept across resets so a test can scan logs for all of them.
         self.issued_codes: list[str] = []
         self.issued_access_tokens: list[str] = []
@@ -163,6 +182,11 @@ class State:
         self.refresh_events: list[RefreshEvent] = []
         self.faults = FaultPlan()
         self._bench_seq = 0
+        # Issues change (controls), so a reset restores the seed.
+        self.issues: dict[str, list[Issue]] = build_issues()
+        self.comments: dict[str, list[Comment]] = {}
+        self.webhooks: dict[int, Webhook] = {}
+        self.deliveries.clear()
 
     # ---- clock -------------------------------------------------------------------------
     def now(self) -> float:
@@ -200,7 +224,12 @@ class State:
 
     def counters_snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"requests": dict(self.request_counts), **self.counters, "faults_by_kind": dict(self.faults_by_kind)}
+            return {
+                "requests": dict(self.request_counts),
+                **self.counters,
+                "faults_by_kind": dict(self.faults_by_kind),
+                "deliveries": self.deliveries.counters(),
+            }
 
     def secrets_snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -342,6 +371,263 @@ class State:
     def user_with_avatar(self, avatar: str) -> User | None:
         with self.lock:
             return next((u for u in self.accounts.values() if u.avatar == avatar), None)
+
+    # ---- dynamic webhooks (per app, user and site) -------------------------------------
+    def register_webhooks(
+        self, *, account_id: str, site_id: str, url: str, specs: list[WebhookSpec]
+    ) -> list[dict[str, Any]]:
+        """Jira's webhookRegistrationResult, in request order; RequestError for a second URL."""
+        with self.lock:
+            now = self.now()
+            client_id = self.config.client_id
+            live = self._live_webhooks(now)
+            if any(w.url != url for w in live if w.client_id == client_id and w.site_id == site_id):
+                raise webhooks.RequestError(webhooks.ONE_URL_PER_APP)
+            count = len(self._owned(live, account_id, site_id))
+            limit = self.config.webhook_limit
+            results: list[dict[str, Any]] = []
+            for spec in specs:
+                errors, jql_filter = webhooks.spec_errors(spec)
+                if not errors and count >= limit:
+                    errors = [webhooks.limit_error(limit)]
+                if errors:
+                    results.append({"errors": errors})
+                    continue
+                self._webhook_seq += 1
+                self.webhooks[self._webhook_seq] = Webhook(
+                    id=self._webhook_seq,
+                    client_id=client_id,
+                    account_id=account_id,
+                    site_id=site_id,
+                    url=url,
+                    spec=spec,
+                    filter=jql_filter,
+                    expires_at=now + self.config.webhook_ttl,
+                )
+                count += 1
+                results.append({"createdWebhookId": self._webhook_seq})
+            return results
+
+    def list_webhooks(self, *, account_id: str, site_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            owned = self._owned(self._live_webhooks(self.now()), account_id, site_id)
+            return [w.to_json() for w in sorted(owned, key=lambda w: w.id)]
+
+    def refresh_webhooks(self, *, account_id: str, site_id: str, ids: list[int]) -> float:
+        """The new expiry; ids that are unknown, expired or someone else's are ignored."""
+        with self.lock:
+            now = self.now()
+            expires_at = now + self.config.webhook_ttl
+            wanted = set(ids)
+            for hook in self._owned(self._live_webhooks(now), account_id, site_id):
+                if hook.id in wanted:
+                    hook.expires_at = expires_at
+            return expires_at
+
+    def delete_webhooks(self, *, account_id: str, site_id: str, ids: list[int]) -> None:
+        with self.lock:
+            wanted = set(ids)
+            for hook in self._owned(self._live_webhooks(self.now()), account_id, site_id):
+                if hook.id in wanted:
+                    del self.webhooks[hook.id]
+
+    def webhooks_snapshot(self) -> list[dict[str, Any]]:
+        """Every live webhook, whoever owns it (the /_sandbox/webhooks control)."""
+        with self.lock:
+            return [
+                {**w.to_json(), "client_id": w.client_id, "account_id": w.account_id, "site_id": w.site_id}
+                for w in self._live_webhooks(self.now())
+            ]
+
+    def _live_webhooks(self, now: float) -> list[Webhook]:
+        # An expired webhook is gone for good, as in Jira: refreshing it later does nothing.
+        for hook_id in [i for i, w in self.webhooks.items() if now >= w.expires_at]:
+            del self.webhooks[hook_id]
+        return list(self.webhooks.values())
+
+    def _owned(self, live: list[Webhook], account_id: str, site_id: str) -> list[Webhook]:
+        client_id = self.config.client_id
+        return [w for w in live if (w.client_id, w.account_id, w.site_id) == (client_id, account_id, site_id)]
+
+    def _delivery_settings(self) -> DeliverySettings:
+        config = self.config
+        return DeliverySettings(
+            client_secret=config.client_secret,
+            timeout=config.delivery_timeout,
+            retry_scale=config.delivery_retry_scale,
+        )
+
+    # ---- issue changes (the controls), each delivered to matching webhooks --------------
+    def issue_view(self, key: str, origin: str) -> dict[str, Any] | None:
+        """An issue as webhook payloads show it, with its comments (the controls' answer)."""
+        with self.lock:
+            issue = self._find(key)
+            if issue is None:
+                return None
+            site = self.sites[issue.site_id]
+            view = webhooks.issue_json(site, issue, self.accounts, origin)
+            view["comments"] = [
+                webhooks.comment_json(site, issue, c, self.accounts[c.author_id], origin)
+                for c in self.comments.get(issue.key, [])
+            ]
+            return view
+
+    def change_issue(self, *, key: str, changes: dict[str, Any], actor_id: str | None, origin: str) -> Issue:
+        """Apply summary / status / assignee changes; ValueError says what is wrong.
+
+        Nothing is written unless every change is valid; an unchanged issue fires no event.
+        """
+        with self.lock:
+            issue, site, actor = self._issue_and_actor(key, actor_id)
+            unknown = set(changes) - {"summary", "status", "assignee"}
+            if unknown:
+                raise ValueError(f"Unknown fields: {', '.join(sorted(unknown))}.")
+            fields = dict(issue.fields)
+            items: list[ChangeItem] = []
+            assignee_id = issue.assignee_id
+            status_name = issue.status_name
+            if "summary" in changes:
+                summary = changes["summary"]
+                if not isinstance(summary, str) or not summary.strip() or len(summary) > 255:
+                    raise ValueError("summary must be 1 to 255 characters.")
+                summary = summary.strip()
+                if summary != fields["summary"]:
+                    items.append(ChangeItem("summary", None, fields["summary"], None, summary))
+                    fields["summary"] = summary
+            if "status" in changes:
+                status_name = changes["status"]
+                if status_name not in STATUS_NAMES:
+                    raise ValueError(f"status must be one of: {', '.join(STATUS_NAMES)}.")
+                if status_name != issue.status_name:
+                    old, new = issue.fields["status"], status_json(site, status_name)
+                    items.append(ChangeItem("status", old["id"], old["name"], new["id"], new["name"]))
+                    fields["status"] = new
+            if "assignee" in changes:
+                assignee_id = changes["assignee"] or None
+                user = self.accounts.get(assignee_id) if isinstance(assignee_id, str) else None
+                if assignee_id is not None and (user is None or site.cloud_id not in user.site_ids):
+                    raise ValueError(f"User '{assignee_id}' cannot be assigned issues on {site.name}.")
+                if assignee_id != issue.assignee_id:
+                    before = self.accounts[issue.assignee_id] if issue.assignee_id else None
+                    items.append(
+                        ChangeItem(
+                            "assignee",
+                            before.account_id if before else None,
+                            before.name if before else None,
+                            user.account_id if user else None,
+                            user.name if user else None,
+                        )
+                    )
+                    fields["assignee"] = user.jira_user_json(site, API_BASE) if user else None
+            if not items:
+                return issue
+            changed = self._store_issue(issue, fields, assignee_id=assignee_id, status_name=status_name)
+            self._changelog_seq += 1
+            # Jira's issue_event_type_name for what changed.
+            only = {i.field for i in items}
+            if only == {"assignee"}:
+                type_name = "issue_assigned"
+            elif "status" in only:
+                type_name = "issue_generic"
+            else:
+                type_name = "issue_updated"
+            event = IssueEvent(
+                event=webhooks.ISSUE_UPDATED,
+                site_id=site.cloud_id,
+                issue_key=key,
+                actor_id=actor.account_id,
+                at=self.now(),
+                type_name=type_name,
+                changelog_id=self._changelog_seq,
+                items=tuple(items),
+            )
+            self._dispatch(event, origin)
+            return changed
+
+    def add_comment(self, *, key: str, body: Any, actor_id: str | None, origin: str) -> Comment:
+        """A comment by the actor: fires comment_created and jira:issue_updated (issue_commented)."""
+        with self.lock:
+            issue, site, actor = self._issue_and_actor(key, actor_id)
+            if not isinstance(body, str) or not body.strip():
+                raise ValueError("Comment body can not be empty!")
+            now = self.now()
+            self._comment_seq += 1
+            comment = Comment(self._comment_seq, key, actor.account_id, body.strip(), now)
+            self.comments.setdefault(key, []).append(comment)
+            self._store_issue(issue, dict(issue.fields), assignee_id=issue.assignee_id, status_name=issue.status_name)
+            for event, type_name in ((webhooks.COMMENT_CREATED, ""), (webhooks.ISSUE_UPDATED, "issue_commented")):
+                self._dispatch(
+                    IssueEvent(
+                        event=event,
+                        site_id=site.cloud_id,
+                        issue_key=key,
+                        actor_id=actor.account_id,
+                        at=now,
+                        type_name=type_name,
+                        comment=comment,
+                    ),
+                    origin,
+                )
+            return comment
+
+    def _find(self, key: str) -> Issue | None:
+        project = key.rsplit("-", 1)[0].upper()
+        for site in self.sites.values():
+            if site.project_key == project:
+                return next((i for i in self.issues[site.cloud_id] if i.key == key.upper()), None)
+        return None
+
+    def _issue_and_actor(self, key: str, actor_id: str | None) -> tuple[Issue, Site, User]:
+        issue = self._find(key)
+        if issue is None:
+            raise LookupError(f"Issue {key} does not exist.")
+        site = self.sites[issue.site_id]
+        actor = self.accounts.get(actor_id or ADA)
+        if actor is None or site.cloud_id not in actor.site_ids:
+            raise ValueError(f"actor must be an account with access to {site.name}.")
+        return issue, site, actor
+
+    def _store_issue(self, issue: Issue, fields: dict[str, Any], *, assignee_id: str | None, status_name: str) -> Issue:
+        now = self.now()
+        fields["updated"] = jira_datetime(now)
+        changed = dataclasses.replace(
+            issue,
+            assignee_id=assignee_id,
+            status_name=status_name,
+            status_category=fields["status"]["statusCategory"]["key"],
+            updated=now,
+            fields=fields,
+        )
+        issues = self.issues[issue.site_id]
+        # Replaced, not mutated: a search reading the list sees the old issue or the new one.
+        issues[issues.index(issue)] = changed
+        return changed
+
+    def _dispatch(self, event: IssueEvent, origin: str) -> None:
+        issue = self._find(event.issue_key)
+        if issue is None:
+            return
+        site = self.sites[event.site_id]
+        matched = [
+            w
+            for w in self._live_webhooks(self.now())
+            if w.site_id == event.site_id
+            and w.wants(event.event, event.changed_fields)
+            and w.filter.matches(issue, w.account_id)
+        ]
+        # One delivery per app and URL, naming every webhook of it that matched.
+        groups: dict[tuple[str, str], list[int]] = {}
+        for hook in sorted(matched, key=lambda w: w.id):
+            groups.setdefault((hook.client_id, hook.url), []).append(hook.id)
+        for (client_id, url), ids in groups.items():
+            self.deliveries.enqueue(
+                url=url,
+                client_id=client_id,
+                event=event.event,
+                issue_key=issue.key,
+                webhook_ids=ids,
+                payload=webhooks.event_payload(event, site, issue, self.accounts, origin, ids),
+            )
 
     # ---- internals (lock held) ---------------------------------------------------------
     def _dead_answer(self) -> TokenAnswer:

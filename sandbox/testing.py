@@ -9,6 +9,7 @@ and wraps the /_sandbox/ controls, so a test reads as the behaviour it checks.
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import signal
@@ -16,7 +17,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -313,3 +317,150 @@ class SandboxProcess:
             return 0.0
         # utime and stime are fields 14 and 15 of stat; the split starts at field 3.
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---- dynamic webhooks: the app's calls, the issue controls, a receiver -----------------------
+WEBHOOK_SCOPE = f"{DEFAULT_SCOPES} manage:jira-webhook"
+
+
+def webhook_path(cloud_id: str, rest: str = "webhook") -> str:
+    return f"/ex/jira/{cloud_id}/rest/api/3/{rest}"
+
+
+def _json_of(answer: requests.Response) -> Any:
+    answer.raise_for_status()
+    return answer.json()
+
+
+def register_webhooks(
+    client: SandboxClient, access_token: str, cloud_id: str, *, url: str, webhooks: list[dict[str, Any]]
+) -> requests.Response:
+    """POST /webhook as the app does: {"url", "webhooks": [{"events", "jqlFilter", …}]}."""
+    body = {"url": url, "webhooks": webhooks}
+    return client.api(webhook_path(cloud_id), access_token, method="POST", json=body)
+
+
+def list_webhooks(client: SandboxClient, access_token: str, cloud_id: str, **params: Any) -> requests.Response:
+    return client.api(webhook_path(cloud_id), access_token, params=params)
+
+
+def refresh_webhooks(client: SandboxClient, access_token: str, cloud_id: str, ids: list[int]) -> requests.Response:
+    return client.api(webhook_path(cloud_id, "webhook/refresh"), access_token, method="PUT", json={"webhookIds": ids})
+
+
+def delete_webhooks(client: SandboxClient, access_token: str, cloud_id: str, ids: list[int]) -> requests.Response:
+    return client.api(webhook_path(cloud_id), access_token, method="DELETE", json={"webhookIds": ids})
+
+
+def change_issue(client: SandboxClient, key: str, *, actor: str | None = None, **fields: Any) -> dict[str, Any]:
+    """POST /_sandbox/issues/{key}: summary, status (name) and/or assignee (account id or None)."""
+    body = {**fields, **({"actor": actor} if actor else {})}
+    result: dict[str, Any] = _json_of(
+        client.http.post(f"{client.base_url}/_sandbox/issues/{key}", json=body, timeout=client.timeout)
+    )
+    return result
+
+
+def comment_on_issue(client: SandboxClient, key: str, body: str, *, actor: str | None = None) -> dict[str, Any]:
+    payload = {"body": body, **({"actor": actor} if actor else {})}
+    url = f"{client.base_url}/_sandbox/issues/{key}/comments"
+    result: dict[str, Any] = _json_of(client.http.post(url, json=payload, timeout=client.timeout))
+    return result
+
+
+def sandbox_webhooks(client: SandboxClient) -> list[dict[str, Any]]:
+    """Every live webhook in the sandbox, with its owner (client_id, account_id, site_id)."""
+    result: list[dict[str, Any]] = client.control("webhooks")
+    return result
+
+
+def deliveries(client: SandboxClient, *, settle: float | None = 5.0, status: str | None = None) -> list[dict[str, Any]]:
+    """The sandbox's deliveries; by default waits up to `settle` s until none is pending."""
+    params: dict[str, Any] = {}
+    if settle is not None:
+        params["settle"] = settle
+    if status is not None:
+        params["status"] = status
+    answer = client.http.get(
+        f"{client.base_url}/_sandbox/deliveries", params=params, timeout=client.timeout + (settle or 0)
+    )
+    result: list[dict[str, Any]] = _json_of(answer)["deliveries"]
+    return result
+
+
+@dataclass(frozen=True)
+class ReceivedDelivery:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class WebhookReceiver:
+    """A local HTTP endpoint that records what the sandbox delivers and answers with the
+    status codes it is told to (then 200). A context manager; `url` is where to register."""
+
+    def __init__(self, path: str = "/jira/webhook") -> None:
+        self.path = path
+        self.received: list[ReceivedDelivery] = []
+        self.statuses: list[int] = []
+        self._hangs = 0
+        self._release = threading.Event()
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._cond:
+                    receiver.received.append(ReceivedDelivery(self.path, dict(self.headers.items()), body))
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    hang = receiver._hangs > 0
+                    receiver._hangs -= hang
+                    receiver._cond.notify_all()
+                if hang:
+                    # Holds the answer back until the receiver closes: the sender times out.
+                    receiver._release.wait(30)
+                    return
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}{self.path}"
+
+    def answer_with(self, *statuses: int) -> None:
+        """The next attempts get these status codes, in order; later ones get 200."""
+        with self._cond:
+            self.statuses.extend(statuses)
+
+    def hang_next(self, count: int) -> None:
+        """The next `count` requests get no answer (until the receiver closes)."""
+        with self._cond:
+            self._hangs += count
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedDelivery]:
+        """Block until `count` requests have arrived (AssertionError after `timeout`)."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.received) >= count, timeout):
+                raise AssertionError(f"expected {count} deliveries, got {len(self.received)}")
+            return list(self.received)
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

@@ -139,6 +139,7 @@ def sandbox_banner(plan: SandboxPlan, *, portal_url: str) -> str:
     Sign up, open Settings, press "Connect Jira", then pick one of these seeded
     users on the sandbox consent page and press Accept:
 {users}
+  Change an issue or comment on one (webhook deliveries follow): {plan.url}/_sandbox/issues
   Sandbox controls (revoke a grant, inject faults, reset): {plan.url}/_sandbox/...
     see sandbox/README.md.
 

@@ -115,7 +115,8 @@ def test_revoked_grant_shows_reconnect_banner_and_reconnect_restores_it(journey:
     journey.snapshot_database("connected")
     [connection] = connections_of(email)
 
-    # The user removes the app at id.atlassian.com; the portal learns it on the next refresh.
+    # The user removes the app at id.atlassian.com; the portal learns it on the next refresh
+    # of a connection in use (the scheduled run refreshes warm connections only).
     assert journey.portal.sandbox.control("revoke", {"account_id": ADA})["revoked"] is True
     off_the_browser_thread(
         # Used today (the run keeps used connections warm), its token expired.

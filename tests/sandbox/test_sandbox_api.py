@@ -81,9 +81,11 @@ def test_myself_returns_the_jira_user(client: SandboxClient, ada: str) -> None:
     assert body["self"].startswith(f"https://api.atlassian.com/ex/jira/{INITECH}/")
 
 
-def test_myself_email_may_be_null(client: SandboxClient) -> None:
+def test_myself_leaves_out_a_hidden_email(client: SandboxClient) -> None:
     token = client.connect(account_id=ALAN)["access_token"]
-    assert client.api(jira(ACME, "myself"), token).json()["emailAddress"] is None
+    body = client.api(jira(ACME, "myself"), token).json()
+    assert body["accountId"] == ALAN
+    assert "emailAddress" not in body
 
 
 def test_myself_without_read_jira_user_is_scope_401(client: SandboxClient) -> None:
@@ -161,6 +163,14 @@ def test_search_done_and_unknown_clauses(client: SandboxClient, ada: str) -> Non
     )
     assert len(answer.json()["issues"]) == 27
     assert "openSprints" in answer.headers["X-Sandbox-Jql-Ignored"]
+
+
+def test_search_in_lists_match_any_of_their_values(client: SandboxClient, ada: str) -> None:
+    page = _search(client, ada, ACME, jql='project = ACME AND status in ("To Do", Done)', fields="status")
+    names = {i["fields"]["status"]["name"] for i in page["issues"]}
+    assert names == {"To Do", "Done"}
+    keys = _search(client, ada, ACME, jql="issueKey in (ACME-1, ACME-2) AND issuetype != Epic")["issues"]
+    assert [i["id"] for i in keys] == ["10001", "10002"]
 
 
 def test_search_caps_max_results_at_100(client: SandboxClient, ada: str) -> None:
