@@ -299,11 +299,13 @@ class JiraEvent(models.Model):
 
 
 class MyJiraVisit(models.Model):
-    """The user's last view of My Jira. Per user, not per session: the marks must mean
-    the same on every device and survive a sign-out."""
+    """The user's views of My Jira. Per user, not per session: the marks must mean the
+    same on every device and survive a sign-out. `previous_seen_at` is the visit before
+    the current one: what the marks count from, also on the current visit's next pages."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True)
     seen_at = models.DateTimeField()
+    previous_seen_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"My Jira seen at {self.seen_at:%Y-%m-%d %H:%M:%S}"

@@ -110,6 +110,12 @@ def webhooks_enabled() -> bool:
     return bool(settings.ATLASSIAN_WEBHOOKS)
 
 
+def webhooks_requested() -> bool:
+    """Webhooks are on and the portal asks for their scope: what users may be promised
+    (a reconnect then brings live updates)."""
+    return webhooks_enabled() and WEBHOOK_SCOPE in settings.ATLASSIAN_SCOPES
+
+
 def has_webhook_scope(connection: JiraConnection) -> bool:
     return WEBHOOK_SCOPE in (connection.scopes or [])
 
