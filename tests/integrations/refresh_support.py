@@ -14,7 +14,7 @@ from integrations import clock
 from integrations.models import ConnectionEvent, JiraConnection
 from tests.conftest import TOKEN_URL
 
-TOKEN_SECRETS = ("test-client-secret-do-not-log",)
+TOKEN_SECRETS = ("test-client-secret-do-not-log-a8f3c61e9b2d4075e1c9f0a7b3d5e2c4f6",)
 # A valid Fernet key that encrypted nothing here: with it alone, every stored token is unreadable.
 OTHER_FERNET_KEY = "b3RoZXIta2V5LW90aGVyLWtleS1vdGhlci1rZXktMDA="
 

@@ -32,7 +32,7 @@ from tests.conftest import TOKEN_URL, ConnectionFactory
 
 CHANGELIST = "/admin/integrations/jiraconnection/"
 EVENTS = "/admin/integrations/connectionevent/"
-SECRETS = ("-secret", "test-client-secret-do-not-log")
+SECRETS = ("-secret", "test-client-secret-do-not-log-a8f3c61e9b2d4075e1c9f0a7b3d5e2c4f6")
 
 
 def change_url(connection: JiraConnection) -> str:
@@ -405,7 +405,7 @@ def test_refresh_now_with_refused_client_credentials_reports_it_and_changes_no_c
     page = staff_client.get(response["Location"]).content.decode()
     assert "Refresh stopped, nothing was changed" in page
     assert "ATLASSIAN_CLIENT_SECRET" in page
-    assert "test-client-secret-do-not-log" not in page
+    assert "test-client-secret-do-not-log-a8f3c61e9b2d4075e1c9f0a7b3d5e2c4f6" not in page
     assert len(mocked.calls) == 1
     assert list(JiraConnection.objects.order_by("pk").values_list(*columns)) == before
     for connection in pair:

@@ -473,4 +473,4 @@ def test_exit_code_of_the_real_process_is_2_when_atlassian_refuses_the_client(
     assert result.returncode == 2, result.stderr
     assert "Configuration error: Atlassian refused this portal's client credentials" in result.stderr
     assert "Refreshed: 0" in result.stdout
-    assert "test-client-secret-do-not-log" not in result.stdout + result.stderr
+    assert "test-client-secret-do-not-log-a8f3c61e9b2d4075e1c9f0a7b3d5e2c4f6" not in result.stdout + result.stderr
