@@ -71,7 +71,9 @@ MAX_PER_SITE = 5
 LIFETIME = timedelta(days=30)
 # Extended with two thirds of the 30 days left: ten daily chances before one expires.
 EXTEND_WHEN_LEFT = timedelta(days=20)
-# Listed at least this often: a webhook Atlassian dropped is noticed within a day.
+# Listed this often while the connection's access token is valid anyway (it is in use):
+# a webhook Atlassian dropped is noticed within a day. Idle connections are listed at
+# each extension, every ten days, so the check never costs them a token refresh.
 VERIFY_EVERY = timedelta(days=1)
 # Under this much life left, extension has failed for days: the admin calls it unhealthy.
 ALERT_WHEN_LEFT = timedelta(days=10)
@@ -299,8 +301,14 @@ def _sync(*, site_id: int, counts: WebhookCounts) -> datetime:
         return _fail_all(rows, message=str(exc), counts=counts, now=now)
     rows = _rows(site=site, specs=specs)
     client = atlassian.JiraClient(
-        cloud_id=site.cloud_id, site_url=site.url, tokens=ConnectionTokens(connection_id=connection.pk)
+        cloud_id=site.cloud_id, site_url=site.url, tokens=ConnectionTokens(connection_id=connection.pk, upkeep=True)
     )
+    token_valid = connection.access_token_expires_at is not None and connection.access_token_expires_at > now
+    if not token_valid and not _work_due(rows, now=now):
+        # The daily check rides only on a token that is still valid (a connection in use):
+        # it never buys an idle connection a refresh. Idle ones are checked when their
+        # webhooks are next extended, every ten days.
+        return _next_check(rows, now=now)
     try:
         listed = client.list_webhooks()
     except _CALL_ERRORS as exc:
@@ -314,6 +322,16 @@ def _sync(*, site_id: int, counts: WebhookCounts) -> datetime:
     for row in rows:
         row.save(update_fields=_ROW_FIELDS)
     return _next_check(rows, now=now)
+
+
+def _work_due(rows: list[JiraWebhook], *, now: datetime) -> bool:
+    """Anything to register or extend now (not merely the daily check)."""
+    for row in rows:
+        if row.status == WebhookStatus.FAILING and row.next_attempt_at is not None and row.next_attempt_at > now:
+            continue
+        if row.webhook_id is None or row.expires_at is None or row.expires_at - now < EXTEND_WHEN_LEFT:
+            return True
+    return False
 
 
 def _rows(*, site: JiraSite, specs: dict[str, atlassian.WebhookSpec]) -> list[JiraWebhook]:
@@ -582,7 +600,7 @@ def connection_webhooks_delete(*, connection: JiraConnection) -> int:
     for row in rows:
         assert row.webhook_id is not None
         by_site.setdefault(row.site_id, (row.site, []))[1].append(row.webhook_id)
-    tokens = ConnectionTokens(connection_id=connection.pk)
+    tokens = ConnectionTokens(connection_id=connection.pk, upkeep=True)
     for site, ids in by_site.values():
         shared = set(
             JiraWebhook.objects.filter(site__cloud_id=site.cloud_id, webhook_id__in=ids)
