@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import quote
 
-from django.db import IntegrityError, transaction
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
@@ -53,11 +52,8 @@ def visit_record(*, user: User, now: datetime) -> datetime | None:
     """A new visit to My Jira: returns the previous one (None on the first)."""
     seen = MyJiraVisit.objects.filter(user=user).values_list("seen_at", flat=True).first()
     if seen is None:
-        try:
-            with transaction.atomic():
-                MyJiraVisit.objects.create(user=user, seen_at=now)
-        except IntegrityError:  # another tab made it first
-            pass
+        # One statement, like the update below (no savepoint): another tab may insert first.
+        MyJiraVisit.objects.bulk_create([MyJiraVisit(user=user, seen_at=now)], ignore_conflicts=True)
         return None
     MyJiraVisit.objects.filter(user=user).update(previous_seen_at=F("seen_at"), seen_at=now)
     return seen
