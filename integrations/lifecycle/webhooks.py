@@ -122,11 +122,16 @@ def has_webhook_scope(connection: JiraConnection) -> bool:
     return WEBHOOK_SCOPE in (connection.scopes or [])
 
 
+# Not compared: a stored refresh token is the proof of offline_access, whether or not
+# Atlassian lists it among the granted scopes.
+_UNLISTED_SCOPES = frozenset({"offline_access"})
+
+
 def scopes_missing(connection: JiraConnection) -> list[str]:
     """Configured scopes (ATLASSIAN_SCOPES) this connection was not granted: it keeps what
     it has, and its user is asked to reconnect for the rest."""
     granted = set(connection.scopes or [])
-    return [scope for scope in settings.ATLASSIAN_SCOPES if scope not in granted]
+    return [scope for scope in settings.ATLASSIAN_SCOPES if scope not in granted and scope not in _UNLISTED_SCOPES]
 
 
 def callback_url() -> str:

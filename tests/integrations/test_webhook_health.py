@@ -110,6 +110,13 @@ def test_any_added_scope_asks_for_a_reconnect_the_same_way(
     assert "Missing: write:jira-work" in banner
 
 
+def test_offline_access_unlisted_by_atlassian_is_not_drift(alice: User, make_connection: ConnectionFactory) -> None:
+    granted = [scope for scope in SCOPES_WITH_WEBHOOKS if scope != "offline_access"]
+    connection = webhook_connection(make_connection, alice, scopes=granted)
+
+    assert f'id="scope-drift-{connection.pk}"' not in page_for(alice)
+
+
 def test_no_prompt_when_the_connection_has_every_configured_scope(
     alice: User, make_connection: ConnectionFactory
 ) -> None:

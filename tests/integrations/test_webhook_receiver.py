@@ -222,6 +222,13 @@ def test_the_same_webhook_id_on_two_sites_is_told_apart_by_the_issues_site(
     assert list(JiraEvent.objects.values_list("connection_id", flat=True)) == [globex.pk]
 
 
+def test_jira_needs_no_csrf_token(hooked: JiraConnection) -> None:
+    strict = Client(enforce_csrf_checks=True)
+
+    assert post_delivery(strict, delivery([1001])).status_code == 200
+    assert JiraEvent.objects.count() == 1
+
+
 def test_only_post_is_accepted(client: Client, hooked: JiraConnection) -> None:
     assert client.get(WEBHOOK_PATH).status_code == 405
 
