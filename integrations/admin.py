@@ -29,7 +29,8 @@ from integrations.lifecycle.connect import connection_disconnect
 from integrations.lifecycle.due import DEFAULT_RULE
 from integrations.lifecycle.refresh import RefreshOutcome, RefreshResult, connection_refresh_now
 from integrations.lifecycle.status import connection_mark_needs_reconnect
-from integrations.models import CONSENT_LIFETIME, Actor, ConnectionEvent, JiraConnection, JiraSite
+from integrations.lifecycle.webhooks import scopes_missing, unhealthy
+from integrations.models import CONSENT_LIFETIME, Actor, ConnectionEvent, JiraConnection, JiraSite, JiraWebhook
 
 TOKEN_FIELDS = ("access_token", "refresh_token")
 # Never in a form, nor shown: the secrets, and the refresh claim only the services hold.
@@ -109,6 +110,47 @@ class ReconnectByFilter(admin.SimpleListFilter):
         return queryset
 
 
+class WebhookHealthFilter(admin.SimpleListFilter):
+    """Webhooks that need a look: failing, close to expiry, or never registered."""
+
+    title = "webhooks"
+    parameter_name = "webhooks"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [("unhealthy", "Unhealthy (failing, expiring, unregistered)"), ("none", "None registered")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == "unhealthy":
+            bad = JiraWebhook.objects.filter(unhealthy(now=clock.now())).values("connection_id")
+            return queryset.filter(pk__in=bad)
+        if value == "none":
+            return queryset.exclude(pk__in=JiraWebhook.objects.filter(webhook_id__isnull=False).values("connection_id"))
+        return queryset
+
+
+class MissingScopesFilter(admin.SimpleListFilter):
+    """Connections granted before ATLASSIAN_SCOPES last grew (scope drift): they work with
+    what they have, and their users are asked to reconnect for the rest."""
+
+    title = "scopes"
+    parameter_name = "scopes"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
+        return [("missing", "Missing configured scopes (reconnect needed)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() != "missing":
+            return queryset
+        # Compared in Python: SQLite has no JSON containment lookup. Only ids and scopes load.
+        drifted = [
+            pk
+            for pk, scopes in queryset.values_list("pk", "scopes")
+            if scopes_missing(JiraConnection(scopes=scopes or []))
+        ]
+        return queryset.filter(pk__in=drifted)
+
+
 # --- Inlines --------------------------------------------------------------------------
 
 
@@ -132,6 +174,32 @@ class JiraSiteInline(_ReadOnlyInline):
     model = JiraSite
     fields = ("name", "url", "cloud_id", "enabled", "scopes", "updated_at")
     readonly_fields = fields
+
+
+class JiraWebhookInline(_ReadOnlyInline):
+    """Each site's webhooks and their health; the scheduled run keeps them alive."""
+
+    model = JiraWebhook
+    fields = (
+        "site",
+        "slot",
+        "webhook_id",
+        "status",
+        "expires_at",
+        "last_extended_at",
+        "last_delivery_at",
+        "delivery_count",
+        "last_error",
+        "last_error_at",
+        "failure_count",
+        "next_attempt_at",
+        "jql_filter",
+    )
+    readonly_fields = fields
+    verbose_name_plural = "Jira webhooks (kept alive by refresh_tokens)"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).select_related("site")
 
 
 class NewestEventsFormSet(BaseInlineFormSet[ConnectionEvent, JiraConnection, ModelForm[ConnectionEvent]]):
@@ -174,7 +242,7 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
         "reconnect_deadline",
     )
     list_display_links = ("id", "user_email")
-    list_filter = ("status", AccessTokenExpiryFilter, ReconnectByFilter)
+    list_filter = ("status", AccessTokenExpiryFilter, ReconnectByFilter, WebhookHealthFilter, MissingScopesFilter)
     search_fields = (
         "user__email",
         "account_email",
@@ -187,7 +255,7 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
     ordering = ("-id",)
     exclude = HIDDEN_FIELDS
     field_groups = {
-        "Atlassian account": ("user", "account_id", "account_name", "account_email", "scopes"),
+        "Atlassian account": ("user", "account_id", "account_name", "account_email", "scopes", "scopes_not_granted"),
         "Status": ("status", "status_reason", "status_message", "failure_count", "next_attempt_at"),
         "Tokens (values are never shown)": (
             "refresh_due",
@@ -206,7 +274,7 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
         for title, fields in field_groups.items()
     )
     readonly_fields = tuple(field for fields in field_groups.values() for field in fields)
-    inlines = (JiraSiteInline, ConnectionEventInline)
+    inlines = (JiraSiteInline, JiraWebhookInline, ConnectionEventInline)
     actions = ("refresh_now", "mark_needs_reconnect", "disconnect")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[JiraConnection]:
@@ -270,6 +338,11 @@ class JiraConnectionAdmin(admin.ModelAdmin[JiraConnection]):
             now=clock.now(),
         )
         return f"Yes: {reason}" if reason else "No"
+
+    @admin.display(description="Configured scopes not granted")
+    def scopes_not_granted(self, obj: JiraConnection) -> str:
+        missing = scopes_missing(obj)
+        return f"{', '.join(missing)} (the user is asked to reconnect)" if missing else "None"
 
     @admin.display(description="Reconnect by", ordering="first_consented_at")
     def reconnect_deadline(self, obj: JiraConnection) -> str:

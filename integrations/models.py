@@ -9,6 +9,14 @@ JiraSite
     The connection's Jira sites from accessible-resources; the user can disable one.
 ConnectionEvent
     Audit trail with actor and non-secret detail; outlives the connection.
+JiraWebhook
+    A dynamic webhook the portal keeps registered for one site of a connection (one per
+    slot: issues the user is assignee of, issues they reported), with its health.
+JiraEvent
+    An event Jira delivered through one of those webhooks (the My Jira activity panel);
+    unique per site and delivery identifier, kept WEBHOOK_EVENT_RETENTION_DAYS.
+MyJiraVisit
+    When the user last opened My Jira: issues changed since are marked.
 """
 
 from __future__ import annotations
@@ -140,6 +148,12 @@ class JiraSite(models.Model):
     avatar_url = models.URLField(max_length=1000, blank=True)
     scopes = models.JSONField(default=list, blank=True)
     enabled = models.BooleanField(default=True)
+    # Webhook upkeep (lifecycle.webhooks): when the scheduled run next looks at this
+    # site's webhooks (null = as soon as possible), and the claim one worker holds while
+    # it does, so two runs never register the same webhooks twice.
+    webhooks_next_check_at = models.DateTimeField(null=True, blank=True, editable=False)
+    webhooks_claim_id = models.UUIDField(null=True, blank=True, editable=False)
+    webhooks_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -147,6 +161,9 @@ class JiraSite(models.Model):
         ordering = ("name", "url")
         constraints: ClassVar[list[models.BaseConstraint]] = [
             models.UniqueConstraint(fields=["connection", "cloud_id"], name="integrations_site_connection_cloud"),
+        ]
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["webhooks_next_check_at"], name="site_webhooks_check_idx"),
         ]
 
     def __str__(self) -> str:
@@ -198,3 +215,97 @@ class ConnectionEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} by {self.actor} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class WebhookSlot(models.TextChoices):
+    """Which of the user's issues a webhook covers: Jira's jqlFilter subset has no
+    currentUser(), so each names the account id, one field per webhook."""
+
+    ASSIGNEE = "assignee", "Assigned to the user"
+    REPORTER = "reporter", "Reported by the user"
+
+
+class WebhookStatus(models.TextChoices):
+    PENDING = "pending", "Not registered yet"
+    ACTIVE = "active", "Registered"
+    FAILING = "failing", "Failing (retrying)"
+
+
+class JiraWebhook(models.Model):
+    connection = models.ForeignKey(JiraConnection, on_delete=models.CASCADE, related_name="webhooks")
+    site = models.ForeignKey(JiraSite, on_delete=models.CASCADE, related_name="webhooks")
+    slot = models.CharField(max_length=16, choices=WebhookSlot.choices)
+    # Atlassian's id while registered; null before, and after Atlassian forgot it.
+    webhook_id = models.BigIntegerField(null=True, blank=True)
+    events = models.JSONField(default=list, blank=True)
+    jql_filter = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=16, choices=WebhookStatus.choices, default=WebhookStatus.PENDING)
+    registered_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_extended_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    failure_count = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_delivery_at = models.DateTimeField(null=True, blank=True)
+    delivery_count = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("site_id", "slot")
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["site", "slot"], name="integrations_webhook_site_slot"),
+        ]
+        indexes: ClassVar[list[models.Index]] = [
+            # The receiver maps matchedWebhookIds to rows through this.
+            models.Index(fields=["webhook_id"], name="webhook_atlassian_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Webhook {self.webhook_id or '(unregistered)'} ({self.get_slot_display()})"
+
+    def expired(self, *, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+class JiraEvent(models.Model):
+    """One Jira event delivered to one connection's site; never holds the JWT."""
+
+    connection = models.ForeignKey(JiraConnection, on_delete=models.CASCADE, related_name="jira_events")
+    site = models.ForeignKey(JiraSite, on_delete=models.CASCADE, related_name="jira_events")
+    # X-Atlassian-Webhook-Identifier: stable across Jira's retries, so a retry stores nothing new.
+    identifier = models.CharField(max_length=128)
+    event_type = models.CharField(max_length=64)
+    issue_key = models.CharField(max_length=64, blank=True)
+    issue_summary = models.CharField(max_length=500, blank=True)
+    actor_name = models.CharField(max_length=255, blank=True)
+    actor_account_id = models.CharField(max_length=128, blank=True)
+    # When Jira says it happened (payload `timestamp`), and when it reached us.
+    occurred_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        constraints: ClassVar[list[models.BaseConstraint]] = [
+            models.UniqueConstraint(fields=["site", "identifier"], name="integrations_jiraevent_site_identifier"),
+        ]
+        indexes: ClassVar[list[models.Index]] = [
+            models.Index(fields=["site", "-created_at"], name="jiraevent_site_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.issue_key} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class MyJiraVisit(models.Model):
+    """The user's views of My Jira. Per user, not per session: the marks must mean the
+    same on every device and survive a sign-out. `previous_seen_at` is the visit before
+    the current one: what the marks count from, also on the current visit's next pages."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True)
+    seen_at = models.DateTimeField()
+    previous_seen_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"My Jira seen at {self.seen_at:%Y-%m-%d %H:%M:%S}"

@@ -1,4 +1,5 @@
-"""Connect, callback, disconnect and site switches: thin views over the services."""
+"""Connect, callback, disconnect, site switches and the webhook receiver: thin views
+over the services."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.html import format_html
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -25,6 +27,8 @@ from integrations.lifecycle.connect import (
     connection_disconnect,
     site_set_enabled,
 )
+from integrations.lifecycle.deliveries import delivery_receive
+from integrations.lifecycle.webhooks import webhooks_enabled
 from integrations.models import Actor, JiraConnection, JiraSite
 from jiraconnect import ratelimits
 
@@ -249,3 +253,43 @@ def site_enabled(request: HttpRequest, site_id: int) -> HttpResponse:
         raise Http404("No such site") from None
     messages.success(request, f"{site.name or site.url} is now {'shown' if site.enabled else 'hidden'} in My Jira.")
     return redirect("settings")
+
+
+# Jira's deliveries are an issue or comment and its fields: far below this.
+MAX_DELIVERY_BYTES = 256 * 1024
+
+
+def _plain(status: int, text: str) -> HttpResponse:
+    return HttpResponse(text, status=status, content_type="text/plain")
+
+
+@csrf_exempt  # Jira cannot send a CSRF token: the signed JWT is what authenticates it.
+@require_POST
+@never_cache
+@sensitive_variables("authorization")
+def webhook(request: HttpRequest) -> HttpResponse:
+    """Jira's webhook deliveries: 401 and nothing stored unless signed with our client
+    secret; 413 past MAX_DELIVERY_BYTES; 200 for a stored event, a retry of one, or one
+    for a webhook we no longer track (so Jira stops retrying it)."""
+    if not webhooks_enabled() or not jira_configured():
+        raise Http404("Webhooks are off")
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if not length.isdigit() or int(length) > MAX_DELIVERY_BYTES:
+        return _plain(413, "Body too large.")
+    body = request.read(MAX_DELIVERY_BYTES + 1)
+    if len(body) > MAX_DELIVERY_BYTES:
+        return _plain(413, "Body too large.")
+    authorization = request.headers.get("Authorization")
+    # Out of the request before anything can fail: error reports print its headers.
+    request.META.pop("HTTP_AUTHORIZATION", None)
+    try:
+        result = delivery_receive(
+            authorization=authorization,
+            identifier=request.headers.get("X-Atlassian-Webhook-Identifier"),
+            retry=request.headers.get("X-Atlassian-Webhook-Retry"),
+            body=body,
+        )
+    except atlassian.DeliveryError as exc:
+        logger.warning("Jira delivery refused (%d): %s", exc.status, exc.message)
+        return _plain(exc.status, exc.message)
+    return _plain(200, "stored" if result.stored else "ok")

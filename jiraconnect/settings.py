@@ -616,7 +616,24 @@ if ATLASSIAN_CLIENT_ID:
         raise ImproperlyConfigured(f"ATLASSIAN_REDIRECT_URI is not an absolute URL: {ATLASSIAN_REDIRECT_URI!r}.")
     if not DEBUG and _redirect.scheme != "https":
         raise ImproperlyConfigured("ATLASSIAN_REDIRECT_URI must be https when DEBUG is off.")
-ATLASSIAN_SCOPES = env.str("ATLASSIAN_SCOPES", default="read:jira-work read:jira-user read:me offline_access").split()
+# Jira webhooks (lifecycle.webhooks): on by default; they need the manage:jira-webhook
+# scope, which the default scopes then include. Connections granted before it keep
+# working and are asked to reconnect for live updates.
+ATLASSIAN_WEBHOOKS = _bool("ATLASSIAN_WEBHOOKS", default=True)
+_DEFAULT_SCOPES = "read:jira-work read:jira-user read:me offline_access" + (
+    " manage:jira-webhook" if ATLASSIAN_WEBHOOKS else ""
+)
+ATLASSIAN_SCOPES = env.str("ATLASSIAN_SCOPES", default=_DEFAULT_SCOPES).split()
+# Where Jira delivers webhooks: empty = SITE_URL + the receiver's path. Never taken
+# from a request's Host header; https only, except plain http to a loopback host.
+_webhook_url = env.str("ATLASSIAN_WEBHOOK_URL", default="").strip()
+if _webhook_url:
+    # The same rule as the endpoints (checked there), but the path is kept as written:
+    # the receiver's path ends in a slash.
+    endpoint_url("ATLASSIAN_WEBHOOK_URL", _webhook_url)
+ATLASSIAN_WEBHOOK_URL = _webhook_url
+# Received Jira events (the My Jira activity panel) are kept this long.
+WEBHOOK_EVENT_RETENTION_DAYS = _int("WEBHOOK_EVENT_RETENTION_DAYS", default=30)
 ATLASSIAN_AUTH_URL = endpoint_url(
     "ATLASSIAN_AUTH_URL", env.str("ATLASSIAN_AUTH_URL", default="https://auth.atlassian.com")
 )

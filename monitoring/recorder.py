@@ -28,7 +28,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from integrations import clock
 from monitoring.models import LATENCY_BUCKETS, LATENCY_SUM, REFRESH_RUN, DailyCount, Kind, RunHeartbeat
@@ -157,8 +157,20 @@ def run_completed(*, now: datetime) -> int:
     flush()
     cutoff = now.date() - timedelta(days=settings.MONITORING_RETENTION_DAYS)
     pruned, _ = DailyCount.objects.filter(day__lt=cutoff).exclude(day=LIFETIME).delete()
-    RunHeartbeat.objects.update_or_create(name=REFRESH_RUN, defaults={"last_success_at": now})
+    _heartbeat(now=now)
     return pruned
+
+
+def _heartbeat(*, now: datetime) -> None:
+    # An UPDATE first, not update_or_create: runs that end together on SQLite would each
+    # open a read transaction and then fail to upgrade it ("database is locked").
+    if RunHeartbeat.objects.filter(name=REFRESH_RUN).update(last_success_at=now):
+        return
+    try:
+        with transaction.atomic():
+            RunHeartbeat.objects.create(name=REFRESH_RUN, last_success_at=now)
+    except IntegrityError:
+        RunHeartbeat.objects.filter(name=REFRESH_RUN).update(last_success_at=now)
 
 
 def refresh_last_success() -> datetime | None:

@@ -91,6 +91,8 @@ class SandboxPlan:
             "ATLASSIAN_REDIRECT_URI": self.redirect_uri,
             "ATLASSIAN_AUTH_URL": self.url,
             "ATLASSIAN_API_URL": self.url,
+            # Jira webhooks are delivered to this portal, whatever port it serves on.
+            "ATLASSIAN_WEBHOOK_URL": self.redirect_uri.removesuffix("callback/") + "webhook/",
         }
 
     def command(self) -> list[str]:

@@ -16,7 +16,7 @@ os.environ.update(
         "FERNET_KEYS": "dGVzdC1mZXJuZXQta2V5LTAwMDAwMDAwMDAwMDAwMDA=",
         "ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",
         "ATLASSIAN_CLIENT_ID": "test-client-id",
-        "ATLASSIAN_CLIENT_SECRET": "test-client-secret-do-not-log",
+        "ATLASSIAN_CLIENT_SECRET": "test-client-secret-do-not-log-a8f3c61e9b2d4075e1c9f0a7b3d5e2c4f6",
         "ATLASSIAN_REDIRECT_URI": "https://portal.example/integrations/jira/callback/",
         "ATLASSIAN_SCOPES": "read:jira-work read:jira-user read:me offline_access",
         # Child processes of the concurrency proofs (manage.py refresh_tokens) talk to a local

@@ -11,7 +11,10 @@ client secret never reach a log line or an exception message.
 - `parse`: helpers that check provider JSON (strings without NUL, safe image URLs).
 - `oauth`: the consent URL, the token endpoint (exchange_code, refresh -> TokenSet),
   accessible_resources (-> Site) and me (-> Identity).
-- `jira`: JiraClient (401 refresh + retry, 429/503 backoff) over a TokenProvider.
+- `jira`: JiraClient (401 refresh + retry, 429/503 backoff) over a TokenProvider, with
+  the dynamic webhook calls (register, list, refresh, delete).
+- `delivery`: a webhook delivery as it arrives: its JWT verified (PyJWT, HS256 pinned),
+  its body checked into a DeliveryEvent.
 
 A new endpoint: a Jira REST call is a JiraClient method over `self.request(...)` that
 checks the body with the `parse` helpers and returns a frozen dataclass; any other call
@@ -22,6 +25,14 @@ underscored names are shared between the modules here and private to the package
 
 from __future__ import annotations
 
+from integrations.atlassian.delivery import (
+    DeliveryError,
+    DeliveryEvent,
+    MalformedDeliveryError,
+    UnverifiedDeliveryError,
+    parse_delivery,
+    verify_jwt,
+)
 from integrations.atlassian.errors import (
     ApiError,
     AtlassianError,
@@ -35,7 +46,16 @@ from integrations.atlassian.errors import (
     TransientError,
     UnauthorizedError,
 )
-from integrations.atlassian.jira import IssuePage, JiraClient, JiraIssue, TokenProvider
+from integrations.atlassian.jira import (
+    IssuePage,
+    JiraClient,
+    JiraIssue,
+    RegisteredWebhook,
+    TokenProvider,
+    WebhookRegistration,
+    WebhookSpec,
+    parse_expiration,
+)
 from integrations.atlassian.oauth import (
     EXPIRY_MARGIN,
     Identity,
@@ -54,23 +74,33 @@ __all__ = [
     "AtlassianError",
     "ClientCredentialsError",
     "CodeInvalidError",
+    "DeliveryError",
+    "DeliveryEvent",
     "GrantRevokedError",
     "Identity",
     "InvalidResponseError",
     "IssuePage",
     "JiraClient",
     "JiraIssue",
+    "MalformedDeliveryError",
     "MissingRefreshTokenError",
     "RateLimitedError",
+    "RegisteredWebhook",
     "ScopeMismatchError",
     "Site",
     "TokenProvider",
     "TokenSet",
     "TransientError",
     "UnauthorizedError",
+    "UnverifiedDeliveryError",
+    "WebhookRegistration",
+    "WebhookSpec",
     "accessible_resources",
     "authorize_url",
     "exchange_code",
     "me",
+    "parse_delivery",
+    "parse_expiration",
     "refresh",
+    "verify_jwt",
 ]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -12,7 +13,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from integrations import clock
 from integrations.atlassian.errors import InvalidResponseError, TransientError, UnauthorizedError
-from integrations.atlassian.parse import _obj, _str
+from integrations.atlassian.parse import _clean, _obj, _str, _str_list
 from integrations.atlassian.transport import _api_url, _json, _raise_for_api_error, _send
 
 
@@ -33,6 +34,69 @@ class IssuePage:
     issues: list[JiraIssue]
     next_page_token: str | None
     is_last: bool
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """One dynamic webhook to register: Jira events and a jqlFilter in the supported subset."""
+
+    events: tuple[str, ...]
+    jql_filter: str
+
+
+@dataclass(frozen=True)
+class WebhookRegistration:
+    """Atlassian's answer for one requested webhook, in request order: an id or errors."""
+
+    webhook_id: int | None
+    errors: tuple[str, ...] = ()
+
+    @property
+    def created(self) -> bool:
+        return self.webhook_id is not None
+
+
+@dataclass(frozen=True)
+class RegisteredWebhook:
+    """A webhook Atlassian knows for this app, user and site (GET /webhook)."""
+
+    id: int
+    events: tuple[str, ...]
+    jql_filter: str
+    expires_at: datetime | None
+
+
+# Jira pages the webhook list; a user has at most 5 per site, so one page is the norm.
+WEBHOOK_PAGE_SIZE = 100
+MAX_WEBHOOK_PAGES = 20
+
+
+def _webhook_id(value: Any) -> int | None:
+    # bool is an int in Python; an id is not.
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def parse_expiration(value: Any) -> datetime | None:
+    """Atlassian's expirationDate: the schema says int64 milliseconds, the examples show
+    "2019-06-01T12:42:30.000+0000". Both are accepted; anything else is None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        text = _clean(value).strip()
+        for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
+            try:
+                return datetime.strptime(text, fmt)
+            except ValueError:
+                continue
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo is not None else None
+    return None
 
 
 class TokenProvider(Protocol):
@@ -107,7 +171,8 @@ class JiraClient:
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             )
             if 200 <= response.status_code < 300:
-                if response.status_code == 204:
+                # 204, or 202 with no body (DELETE webhook): nothing to decode.
+                if response.status_code == 204 or not response.content:
                     return None
                 body = _json(response)
                 if body is None:
@@ -190,3 +255,67 @@ class JiraClient:
             if page.is_last or not page.next_page_token:
                 return
             token = page.next_page_token
+
+    # --- Dynamic webhooks (scopes read:jira-work + manage:jira-webhook) ----------------
+
+    def register_webhooks(self, *, url: str, webhooks: Sequence[WebhookSpec]) -> list[WebhookRegistration]:
+        """POST /webhook. Atlassian answers 200 even when some failed: one result per
+        requested webhook, in request order, each an id or its errors."""
+        payload = {
+            "url": url,
+            "webhooks": [{"events": list(spec.events), "jqlFilter": spec.jql_filter} for spec in webhooks],
+        }
+        body = self.request("POST", "webhook", json=payload)
+        results = body.get("webhookRegistrationResult") if isinstance(body, Mapping) else None
+        if not isinstance(results, list) or len(results) != len(webhooks):
+            raise InvalidResponseError("webhook registration did not return one result per webhook.")
+        registrations = []
+        for raw in results:
+            item = _obj(raw)
+            webhook_id = _webhook_id(item.get("createdWebhookId"))
+            errors = tuple(e[:300] for e in _str_list(item.get("errors")))[:5]
+            if webhook_id is None and not errors:
+                errors = ("Jira registered nothing and gave no reason.",)
+            registrations.append(WebhookRegistration(webhook_id=webhook_id, errors=() if webhook_id else errors))
+        return registrations
+
+    def list_webhooks(self) -> list[RegisteredWebhook]:
+        """GET /webhook, every page: the webhooks this app registered for this user here."""
+        found: list[RegisteredWebhook] = []
+        start = 0
+        for _ in range(MAX_WEBHOOK_PAGES):
+            body = self.request("GET", "webhook", params={"startAt": start, "maxResults": WEBHOOK_PAGE_SIZE})
+            values = body.get("values") if isinstance(body, Mapping) else None
+            if not isinstance(values, list):
+                raise InvalidResponseError("webhook list did not return a page of values.")
+            for raw in values:
+                item = _obj(raw)
+                webhook_id = _webhook_id(item.get("id"))
+                if webhook_id is None:
+                    continue
+                found.append(
+                    RegisteredWebhook(
+                        id=webhook_id,
+                        events=tuple(_str_list(item.get("events"))),
+                        jql_filter=_str(item, "jqlFilter"),
+                        expires_at=parse_expiration(item.get("expirationDate")),
+                    )
+                )
+            is_last = body.get("isLast")
+            if is_last is True or not values or (is_last is None and len(values) < WEBHOOK_PAGE_SIZE):
+                return found
+            start += len(values)
+        raise InvalidResponseError("webhook list never ended.")
+
+    def refresh_webhooks(self, ids: Sequence[int]) -> datetime:
+        """PUT /webhook/refresh: extends the webhooks' 30 days and returns the new expiry.
+        Atlassian silently ignores ids it does not know: list to find those."""
+        body = self.request("PUT", "webhook/refresh", json={"webhookIds": list(ids)}, idempotent=True)
+        expires_at = parse_expiration(body.get("expirationDate")) if isinstance(body, Mapping) else None
+        if expires_at is None:
+            raise InvalidResponseError("webhook refresh did not return an expirationDate.")
+        return expires_at
+
+    def delete_webhooks(self, ids: Sequence[int]) -> None:
+        """DELETE /webhook (202). Ids of other apps or unknown ones are ignored by Jira."""
+        self.request("DELETE", "webhook", json={"webhookIds": list(ids)}, idempotent=True)

@@ -10,4 +10,6 @@ consent  the 365-day consent limit: warnings 14 days and 1 day ahead
 access   a usable token for every Jira call: ConnectionTokens, `jira_for(user)`
 events   every audit-trail write, staff actions included, and its pruning
 keys     re-encrypting stored tokens under the newest Fernet key
+webhooks Jira webhooks per site: registered under a claim, extended, health, scope drift
+deliveries  what the webhook receiver stores (once per delivery), the signal, pruning
 """

@@ -123,16 +123,18 @@ class ConnectionTokens:
     several sites of one connection reads the database once; the lock makes those sites
     wait for one renewal instead of racing. `preloaded` takes the token from a row the
     caller has already loaded (My Jira loads every connection in one query). The first
-    token handed out records the connection's use, outside the lock.
+    token handed out records the connection's use, outside the lock (not for `upkeep`).
     """
 
-    def __init__(self, *, connection_id: int, last_used_at: datetime | None = None) -> None:
+    def __init__(self, *, connection_id: int, last_used_at: datetime | None = None, upkeep: bool = False) -> None:
         self.connection_id = connection_id
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_at: datetime | None = None
         self._last_used_at = last_used_at
-        self._use_recorded = False
+        # The portal's own upkeep (webhooks) is not the user's use: it must not keep the
+        # connection warm, or every webhook check would buy a day of token refreshes.
+        self._use_recorded = upkeep
 
     @classmethod
     def preloaded(cls, connection: JiraConnection) -> ConnectionTokens:

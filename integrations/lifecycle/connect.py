@@ -14,6 +14,7 @@ from django.views.decorators.debug import sensitive_variables
 from accounts.models import User
 from integrations import atlassian, clock
 from integrations.lifecycle.events import event_record
+from integrations.lifecycle.webhooks import connection_webhooks_delete, connection_webhooks_sync
 from integrations.models import Actor, ConnectionStatus, EventKind, JiraConnection, JiraSite
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,9 @@ def connection_create_from_callback(*, user: User, code: str) -> ConnectResult:
         user.pk,
         len(sites),
     )
+    # After the commit, outside any transaction: live updates start now, and a failure
+    # here is recorded on the webhook rows for the scheduled run, never the connect's.
+    connection_webhooks_sync(connection_id=connection.pk)
     return ConnectResult(connection=connection, created=created, site_count=len(sites))
 
 
@@ -144,7 +148,12 @@ def site_set_enabled(*, user: User, site_id: int, enabled: bool) -> JiraSite:
 
 def connection_disconnect(*, connection: JiraConnection, actor: Actor, actor_user: User | None) -> None:
     """Delete the tokens and the connection; its events stay. Atlassian offers no
-    revocation endpoint: the user removes the grant at CONNECTED_APPS_URL."""
+    revocation endpoint: the user removes the grant at CONNECTED_APPS_URL. Its webhooks
+    are deleted at Atlassian first, best effort: a failure never blocks the disconnect."""
+    try:
+        connection_webhooks_delete(connection=connection)
+    except Exception:
+        logger.exception("Disconnect: deleting connection %s's webhooks failed; disconnecting anyway.", connection.pk)
     with transaction.atomic():
         event_record(
             connection=connection,

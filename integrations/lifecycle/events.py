@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import models
 
 from accounts.models import User
 from integrations import clock
@@ -71,22 +72,26 @@ def event_unsaved(
 
 
 def events_prune(*, now: datetime, retention: timedelta | None = None, max_batches: int = 100) -> int:
-    """Delete events older than `retention` (EVENT_RETENTION_DAYS) in batches of PRUNE_BATCH,
-    oldest first; at most `max_batches` per call, so a backlog is worked off over a few
-    runs instead of holding one up. Returns how many were deleted."""
+    """Delete events older than `retention` (EVENT_RETENTION_DAYS); see prune_before."""
     cutoff = now - (retention or timedelta(days=settings.EVENT_RETENTION_DAYS))
-    deleted = 0
-    for _ in range(max_batches):
-        ids = list(
-            ConnectionEvent.objects.filter(created_at__lt=cutoff)
-            .order_by("created_at", "id")
-            .values_list("pk", flat=True)[:PRUNE_BATCH]
-        )
-        if not ids:
-            break
-        deleted += ConnectionEvent.objects.filter(pk__in=ids).delete()[0]
-        if len(ids) < PRUNE_BATCH:
-            break
+    deleted = prune_before(ConnectionEvent, cutoff=cutoff, max_batches=max_batches)
     if deleted:
         logger.info("Pruned %d connection events older than %s", deleted, cutoff.date())
+    return deleted
+
+
+def prune_before(model: type[models.Model], *, cutoff: datetime, max_batches: int = 100) -> int:
+    """Delete `model` rows whose created_at is before `cutoff`, oldest first, in batches of
+    PRUNE_BATCH; at most `max_batches` per call, so a backlog is worked off over a few
+    runs instead of holding one up. Returns how many were deleted."""
+    manager = model._default_manager
+    deleted = 0
+    for _ in range(max_batches):
+        oldest = manager.filter(created_at__lt=cutoff).order_by("created_at", "pk")
+        ids = list(oldest.values_list("pk", flat=True)[:PRUNE_BATCH])
+        if not ids:
+            break
+        deleted += manager.filter(pk__in=ids).delete()[0]
+        if len(ids) < PRUNE_BATCH:
+            break
     return deleted

@@ -2,8 +2,9 @@
 
 Finds the due connections (lifecycle.due: warm, keep-alive, retry), refreshes each
 through the single-flight path (lifecycle.refresh) on a pool of worker threads, and
-counts the outcomes; then sends consent-expiry warnings (lifecycle.consent) and prunes
-old audit events (lifecycle.events). Any number of these runs may overlap, in threads,
+counts the outcomes; then sends consent-expiry warnings (lifecycle.consent), prunes
+old audit events (lifecycle.events), keeps Jira webhooks alive (lifecycle.webhooks) and
+prunes received Jira events (lifecycle.deliveries). Any number of these runs may overlap, in threads,
 processes or hosts: the claim keeps each connection's refresh to one worker.
 
 On PostgreSQL the run claims due connections in batches (refresh.claim_due, SKIP
@@ -31,6 +32,7 @@ from django.db import connection, connections
 from integrations import clock
 from integrations.lifecycle.config import ConfigurationError, configuration_problem
 from integrations.lifecycle.consent import consent_warnings_send
+from integrations.lifecycle.deliveries import jira_events_prune
 from integrations.lifecycle.due import (
     DEFAULT_DUE_WITHIN,
     DEFAULT_MAX_IDLE,
@@ -47,6 +49,7 @@ from integrations.lifecycle.refresh import (
     connection_refresh_if_due,
     connection_release,
 )
+from integrations.lifecycle.webhooks import WebhookCounts, webhooks_maintain
 from integrations.models import JiraConnection
 from monitoring.recorder import run_completed
 
@@ -91,6 +94,9 @@ class RunSummary:
     # Consent-expiry warnings emailed and old audit events deleted by this run.
     warnings_sent: int = 0
     events_pruned: int = 0
+    # Jira webhooks kept alive by this run (lifecycle.webhooks), received events pruned.
+    webhooks: WebhookCounts = field(default_factory=WebhookCounts)
+    jira_events_pruned: int = 0
     elapsed: float = 0.0
     # Batch claim statements sent (PostgreSQL); 0 where each connection is claimed alone.
     claim_statements: int = 0
@@ -132,6 +138,8 @@ class RunSummary:
             "errors": self.errors,
             "warnings_sent": self.warnings_sent,
             "events_pruned": self.events_pruned,
+            **{f"webhooks_{name}": value for name, value in self.webhooks.as_dict().items()},
+            "jira_events_pruned": self.jira_events_pruned,
             "configuration_error": self.configuration_error,
             "elapsed_seconds": round(self.elapsed, 3),
             "rate_per_second": round(self.rate, 2),
@@ -298,11 +306,14 @@ class _ListRun(_Run):
 
 def _housekeeping(summary: RunSummary) -> None:
     """What every scheduled run also does: warn of consent expiry, prune the audit trail,
-    write its monitoring counts and record that it ran (last). All idempotent and safe
-    when runs overlap."""
+    keep Jira webhooks registered and extended, prune received events, write its
+    monitoring counts and record that it ran (last). All idempotent and safe when runs
+    overlap."""
     now = clock.now()
     summary.warnings_sent = consent_warnings_send(now=now)
     summary.events_pruned = events_prune(now=now)
+    summary.webhooks = webhooks_maintain(now=now)
+    summary.jira_events_pruned = jira_events_prune(now=now)
     run_completed(now=clock.now())
 
 

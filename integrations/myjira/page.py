@@ -9,6 +9,7 @@ expired or rejected token sends a worker down the access path (lifecycle.access)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -27,7 +28,9 @@ from accounts.models import User
 from integrations import atlassian, clock
 from integrations.lifecycle.access import ConnectionTokens, ConnectionUnusableError
 from integrations.lifecycle.config import ConfigurationError
+from integrations.lifecycle.webhooks import has_webhook_scope, webhooks_enabled, webhooks_requested
 from integrations.models import JiraConnection, JiraSite
+from integrations.myjira.activity import SiteActivity, sites_activity, visit_previous, visit_record
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ class IssueRow:
     priority: str
     updated: datetime | None
     browse_url: str
+    # An event for this issue arrived since the user's previous visit.
+    changed: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,9 @@ class SiteIssues:
     reconnect: bool = False
     # Beyond the per-page cap (MY_JIRA_MAX_SITES): not fetched, one link away.
     deferred_url: str = ""
+    activity: SiteActivity = field(default_factory=SiteActivity)
+    # Whether this site can receive live updates: webhooks on and the scope granted.
+    live: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,10 @@ class MyJiraPage:
     hidden_sites: int
     # Set when the page shows one site's further page (?site=…&page=…).
     single_site: JiraSite | None = None
+    # The previous visit, which "changed since your last visit" counts from.
+    since: datetime | None = None
+    # Webhooks on and their scope requested: otherwise there is no live activity to promise.
+    webhooks: bool = False
 
 
 def page_token_valid(token: str) -> bool:
@@ -250,6 +262,9 @@ def my_jira_page(*, user: User, site_id: int | None = None, page_token: str | No
             tokens.record_use()
     key = _cache_key(user=user, site_id=site_id, page_token=page_token)
     results = {result.site.pk: result for result in [*_fetch_all(tasks, key=key), *deferred]}
+    # The main page is a new visit; its next pages count from the same previous visit.
+    since = visit_record(user=user, now=clock.now()) if single_site is None else visit_previous(user=user)
+    results = _with_activity(results, since=since)
 
     panels = []
     for connection in connections:
@@ -266,4 +281,23 @@ def my_jira_page(*, user: User, site_id: int | None = None, page_token: str | No
         connections=panels,
         hidden_sites=sum(p.hidden_sites for p in panels),
         single_site=single_site,
+        since=since,
+        webhooks=webhooks_requested(),
     )
+
+
+def _with_activity(results: dict[int, SiteIssues], *, since: datetime | None) -> dict[int, SiteIssues]:
+    """Each site's recent activity, and its issues marked when they changed since `since`."""
+    activity = sites_activity(sites=[result.site for result in results.values()], since=since)
+    live_on = webhooks_enabled()
+    marked = {}
+    for site_id, result in results.items():
+        site_activity = activity.get(site_id, SiteActivity())
+        issues = [dataclasses.replace(i, changed=i.key in site_activity.changed_keys) for i in result.issues]
+        marked[site_id] = dataclasses.replace(
+            result,
+            issues=issues,
+            activity=site_activity,
+            live=live_on and has_webhook_scope(result.site.connection),
+        )
+    return marked

@@ -59,6 +59,7 @@ def test_no_client_id_anywhere_starts_the_sandbox(tmp_path: Path) -> None:
         "ATLASSIAN_REDIRECT_URI": "http://127.0.0.1:8000/integrations/jira/callback/",
         "ATLASSIAN_AUTH_URL": "http://127.0.0.1:8001",
         "ATLASSIAN_API_URL": "http://127.0.0.1:8001",
+        "ATLASSIAN_WEBHOOK_URL": "http://127.0.0.1:8000/integrations/jira/webhook/",
     }
 
 
@@ -96,6 +97,7 @@ def test_sandbox_is_told_the_portals_own_callback_on_any_bind_address() -> None:
     assert command[command.index("--redirect-uri") + 1] == "http://127.0.0.1:8123/integrations/jira/callback/"
     assert command[command.index("--port") + 1] == "8124"
     assert plan.portal_env()["ATLASSIAN_REDIRECT_URI"] == "http://127.0.0.1:8123/integrations/jira/callback/"
+    assert plan.portal_env()["ATLASSIAN_WEBHOOK_URL"] == "http://127.0.0.1:8123/integrations/jira/webhook/"
 
 
 def test_print_env_gives_other_commands_the_sandbox_settings(

@@ -100,7 +100,7 @@ def test_code_exchange_sends_the_documented_json_body(alice: User, mocked: respo
         {
             "grant_type": "authorization_code",
             "client_id": "test-client-id",
-            "client_secret": "test-client-secret-do-not-log",
+            "client_secret": "test-client-secret-do-not-log-a8f3c61e9b2d4075e1c9f0a7b3d5e2c4f6",
             "code": CODE,
             "redirect_uri": settings.ATLASSIAN_REDIRECT_URI,
         }

@@ -274,4 +274,4 @@ def test_token_values_used_here_are_the_ones_the_flow_handles() -> None:
     # Guards the helpers: a typo here would make every leak test pass vacuously.
     reply = connect_reply()
     assert {reply["access_token"], reply["refresh_token"], CODE} <= set(secrets_in_play())
-    assert "test-client-secret-do-not-log" in secrets_in_play()
+    assert "test-client-secret-do-not-log-a8f3c61e9b2d4075e1c9f0a7b3d5e2c4f6" in secrets_in_play()

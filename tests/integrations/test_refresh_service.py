@@ -133,7 +133,7 @@ def test_refresh_request_is_json_with_the_refresh_grant_and_client_credentials(
         {
             "grant_type": "refresh_token",
             "client_id": "test-client-id",
-            "client_secret": "test-client-secret-do-not-log",
+            "client_secret": "test-client-secret-do-not-log-a8f3c61e9b2d4075e1c9f0a7b3d5e2c4f6",
             "refresh_token": "old-refresh-secret",
         }
     ]
