@@ -27,6 +27,9 @@ class Kind(models.TextChoices):
     # The token endpoint's round trips, one row per latency bucket (outcome = the
     # bucket's upper bound in seconds, as Prometheus' `le`) plus LATENCY_SUM.
     TOKEN_LATENCY = "token_latency", "Token-endpoint latency"
+    # Jira webhook deliveries by what came of them: stored, duplicate (a retry),
+    # unmatched (no webhook we track), refused (reason: the HTTP status answered).
+    DELIVERY = "delivery", "Webhook deliveries"
 
 
 # Fixed histogram bounds (seconds) for the token endpoint, shared by the daily rows and

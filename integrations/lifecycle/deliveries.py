@@ -24,6 +24,8 @@ from integrations import atlassian, clock
 from integrations.lifecycle.events import prune_before
 from integrations.models import JiraConnection, JiraEvent, JiraSite, JiraWebhook
 from integrations.signals import jira_event_received
+from monitoring.models import Kind
+from monitoring.recorder import count_event
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +42,19 @@ class DeliveryResult:
 def delivery_receive(
     *, authorization: str | None, identifier: str | None, retry: str | None, body: bytes
 ) -> DeliveryResult:
-    """Verify, parse, store and announce one delivery. Raises atlassian.DeliveryError
-    (401 unverified, 400 malformed) before anything is written."""
+    """Verify, parse, store and announce one delivery, counted in the daily aggregates.
+    Raises atlassian.DeliveryError (401 unverified, 400 malformed) before anything is written."""
+    try:
+        result = _receive(authorization=authorization, identifier=identifier, retry=retry, body=body)
+    except atlassian.DeliveryError as exc:
+        count_event(kind=Kind.DELIVERY, outcome="refused", reason=str(exc.status))
+        raise
+    outcome = "stored" if result.stored else "duplicate" if result.duplicates else "unmatched"
+    count_event(kind=Kind.DELIVERY, outcome=outcome)
+    return result
+
+
+def _receive(*, authorization: str | None, identifier: str | None, retry: str | None, body: bytes) -> DeliveryResult:
     atlassian.verify_jwt(authorization=authorization)
     event = atlassian.parse_delivery(identifier=identifier, retry=retry, body=body)
     targets = _targets(event)

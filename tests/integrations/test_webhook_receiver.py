@@ -21,6 +21,8 @@ from accounts.models import User
 from integrations.models import JiraConnection, JiraEvent, JiraWebhook
 from integrations.signals import jira_event_received
 from integrations.views import MAX_DELIVERY_BYTES
+from monitoring import recorder
+from monitoring.models import DailyCount, Kind
 from tests.support.connections import ConnectionFactory
 from tests.support.webhooks import (
     WEBHOOK_PATH,
@@ -389,3 +391,22 @@ def test_1000_generated_deliveries_never_error_and_store_only_when_signed(
     assert sum(outcomes.values()) >= 1000
     # The generator reached every branch: refused, malformed and accepted.
     assert {200, 400, 401} <= set(outcomes), outcomes
+
+
+def test_deliveries_are_counted_in_the_daily_aggregates_by_outcome(
+    client: Client, hooked: JiraConnection, received: list[dict[str, Any]]
+) -> None:
+    post_delivery(client, delivery([1001]), identifier="count-1")
+    post_delivery(client, delivery([1001]), identifier="count-1")  # Jira's retry
+    post_delivery(client, delivery([999_999]), identifier="count-2")  # a webhook we never registered
+    client.post(WEBHOOK_PATH, data=b"{}", content_type="application/json")  # unsigned
+
+    recorder.flush()
+
+    rows = DailyCount.objects.filter(kind=Kind.DELIVERY).exclude(day=recorder.LIFETIME)
+    assert {(r.outcome, r.reason): r.value for r in rows} == {
+        ("stored", ""): 1,
+        ("duplicate", ""): 1,
+        ("unmatched", ""): 1,
+        ("refused", "401"): 1,
+    }
