@@ -287,10 +287,12 @@ def test_the_control_launcher_really_switches_the_claim_off(start_sandbox: Start
     claim_off = RefreshProcess(sandbox.base_url, logs, "claim-off", unsafe=True).wait()
 
     assert (claim_on.returncode, claim_on.summary["refreshed"]) == (0, 0), claim_on.stderr[-2000:]
-    # It took both held connections (on PostgreSQL its batch claims, blind to leases, may
-    # even take them again within the run: exactly the double refresh the claim prevents).
-    assert claim_off.summary["refreshed"] >= 2, claim_off.stderr[-2000:]
-    assert sandbox.counters()["refreshes"] >= 2
+    # It took both held connections: each grant was refreshed. (On PostgreSQL its batch
+    # claims, blind to leases, even take them again within the run and lose them to token
+    # reuse: exactly the double refresh the claim prevents.)
+    assert claim_off.returncode in (0, 1), claim_off.stderr[-2000:]
+    per_account = sandbox.refreshes_by_account()
+    assert all(per_account.get(seeded.account_of[pk], 0) >= 1 for pk in seeded.ids), per_account
 
 
 def test_two_processes_and_api_calls_refresh_fifty_connections_exactly_once(
