@@ -83,28 +83,6 @@ def test_due_connection_is_refreshed_and_the_rotated_pair_stored(
     assert not ConnectionEvent.objects.filter(connection=due).exists()
 
 
-def test_first_success_after_failures_records_the_recovery(
-    alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock
-) -> None:
-    connection = make_connection(
-        alice,
-        access_token_expires_at=frozen.now(),
-        status=ConnectionStatus.REFRESH_FAILING,
-        status_reason="server_error",
-        failure_count=3,
-        next_attempt_at=frozen.now() - timedelta(seconds=1),
-    )
-    mocked.post(TOKEN_URL, json=token_reply(1))
-
-    assert refresh(connection).outcome == RefreshOutcome.REFRESHED
-
-    row = fresh(connection)
-    assert (row.status, row.status_reason, row.failure_count) == (ConnectionStatus.ACTIVE, "", 0)
-    event = ConnectionEvent.objects.get(connection=connection)
-    assert event.kind == EventKind.RECOVERED
-    assert event.detail == {"rotated": True, "version": connection.version + 1}
-
-
 def test_refresh_request_is_sent_with_the_configured_timeout(
     due: JiraConnection, mocked: responses.RequestsMock, settings: Any
 ) -> None:
@@ -456,7 +434,7 @@ def test_two_lost_replies_leave_the_connection_failing_with_its_refresh_token(
     assert event_kinds(due) == [EventKind.REFRESH_FAILED]
 
 
-def test_a_successful_refresh_clears_the_failure_state(
+def test_a_successful_refresh_clears_the_failure_state_and_records_the_recovery(
     alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, frozen: FakeClock
 ) -> None:
     connection = make_connection(
@@ -477,6 +455,10 @@ def test_a_successful_refresh_clears_the_failure_state(
         0,
         None,
     )
+    # The turn back to active is the one audit row a success writes.
+    event = ConnectionEvent.objects.get(connection=connection)
+    assert event.kind == EventKind.RECOVERED
+    assert event.detail == {"rotated": True, "version": connection.version + 1}
 
 
 # --- Who may refresh -------------------------------------------------------------------
