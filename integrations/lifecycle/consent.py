@@ -24,15 +24,15 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Warning:
+class ConsentWarning:
     number: int  # the value of consent_warnings_sent once this one is sent
     ahead: timedelta
 
 
-WARNINGS = (Warning(number=1, ahead=timedelta(days=14)), Warning(number=2, ahead=timedelta(days=1)))
+WARNINGS = (ConsentWarning(number=1, ahead=timedelta(days=14)), ConsentWarning(number=2, ahead=timedelta(days=1)))
 
 
-def _due(warning: Warning, *, now: datetime) -> Q:
+def _due(warning: ConsentWarning, *, now: datetime) -> Q:
     # reconnect_by - ahead <= now < reconnect_by, on the indexed column (conn_consent_idx).
     return Q(
         first_consented_at__lte=now + warning.ahead - CONSENT_LIFETIME,
@@ -57,7 +57,7 @@ def consent_warnings_send(*, now: datetime, batch_size: int = 500) -> int:
     return sent
 
 
-def _warn(*, connection_id: int, warning: Warning, now: datetime) -> int:
+def _warn(*, connection_id: int, warning: ConsentWarning, now: datetime) -> int:
     claimed = (
         JiraConnection.objects.filter(pk=connection_id)
         .filter(_due(warning, now=now))

@@ -246,6 +246,7 @@ def my_jira_page(*, user: User, site_id: int | None = None, page_token: str | No
         if connection.needs_reconnect:
             continue
         tokens = ConnectionTokens.preloaded(connection)
+        fetched_before = len(tasks)
         for site in connection.sites.all():
             if (single_site is not None and site.pk != single_site.pk) or not site.enabled:
                 continue
@@ -257,7 +258,7 @@ def my_jira_page(*, user: User, site_id: int | None = None, page_token: str | No
                 cloud_id=site.cloud_id, site_url=site.url, tokens=tokens, sleep=_interactive_sleep
             )
             tasks.append(_Task(site=site, client=client, page_token=page_token if single_site else None))
-        if any(task.client.tokens is tokens for task in tasks):
+        if len(tasks) > fetched_before:
             # Here, not in the pool's threads: the write stays on the request's connection.
             tokens.record_use()
     key = _cache_key(user=user, site_id=site_id, page_token=page_token)
