@@ -29,8 +29,9 @@ from integrations.lifecycle.connect import connection_disconnect
 from integrations.lifecycle.due import DEFAULT_RULE
 from integrations.lifecycle.refresh import RefreshOutcome, RefreshResult, connection_refresh_now
 from integrations.lifecycle.status import connection_mark_needs_reconnect
-from integrations.lifecycle.webhooks import scopes_missing, unhealthy
+from integrations.lifecycle.webhooks import scopes_missing
 from integrations.models import CONSENT_LIFETIME, Actor, ConnectionEvent, JiraConnection, JiraSite, JiraWebhook
+from integrations.webhook_health import unhealthy
 
 TOKEN_FIELDS = ("access_token", "refresh_token")
 # Never in a form, nor shown: the secrets, and the refresh claim only the services hold.

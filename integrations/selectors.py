@@ -11,15 +11,9 @@ from accounts.models import User
 from integrations import clock
 from integrations.lifecycle.config import jira_configured
 from integrations.lifecycle.connect import CONNECTED_APPS_URL
-from integrations.lifecycle.webhooks import (
-    WEBHOOK_SCOPE,
-    SiteWebhookHealth,
-    has_webhook_scope,
-    scopes_missing,
-    webhook_health,
-    webhooks_requested,
-)
+from integrations.lifecycle.webhooks import WEBHOOK_SCOPE, has_webhook_scope, scopes_missing, webhooks_requested
 from integrations.models import JiraConnection, JiraSite
+from integrations.webhook_health import SiteWebhookHealth, webhook_health
 
 
 @dataclass(frozen=True)

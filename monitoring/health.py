@@ -1,9 +1,10 @@
 """What the "Connection health" admin page shows, read in a fixed number of queries.
 
-Six queries whatever the number of connections: connections by status and reason (one
+Nine queries whatever the number of connections: connections by status and reason (one
 GROUP BY), the period's daily counts, the failing connections shown (LIMIT), the
-reconnect-by deadlines shown (LIMIT) and how many there are, and the run heartbeat.
-Nothing here loads a token.
+reconnect-by deadlines shown (LIMIT) and how many there are, the run heartbeat, and three
+for webhook health by site (sites by state, the unhealthy count with the latest delivery,
+and the webhooks of the unhealthy sites shown). Nothing here loads a token.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from django.db.models import Count
+from django.db.models import Count, F, Max, Min
 
-from integrations.models import CONSENT_LIFETIME, ConnectionStatus, JiraConnection
+from integrations.models import CONSENT_LIFETIME, ConnectionStatus, JiraConnection, JiraSite, JiraWebhook
+from integrations.webhook_health import Health, SiteWebhookHealth, sites_by_health, unhealthy, webhook_health
 from monitoring.models import LATENCY_BUCKETS, LATENCY_SUM, DailyCount, Kind
 from monitoring.recorder import refresh_last_success
 
 PERIODS = (30, 90)
 FAILING_SHOWN = 100
 DEADLINES_SHOWN = 100
+UNHEALTHY_SITES_SHOWN = 100
 DEADLINE_WINDOW = timedelta(days=30)
 SOURCE_LABELS = {"scheduled": "Scheduled run", "on_demand": "On demand (Jira calls)", "staff": "Staff (Refresh now)"}
 
@@ -89,6 +92,32 @@ class KindTable:
 
 
 @dataclass(frozen=True)
+class WebhookSiteLine:
+    site_pk: int
+    site_name: str
+    site_url: str
+    connection_pk: int
+    user_email: str
+    health: SiteWebhookHealth
+
+
+@dataclass(frozen=True)
+class WebhookFleet:
+    """Webhook health by site: every site with webhooks counted by its worst webhook, and
+    the sites that need a look (failing, within ALERT_WHEN_LEFT of expiry, or never
+    registered), most urgent first."""
+
+    by_health: list[tuple[Health, int]]
+    unhealthy_total: int
+    unhealthy: list[WebhookSiteLine]
+    last_delivery_at: datetime | None
+
+    @property
+    def sites(self) -> int:
+        return sum(n for _, n in self.by_health)
+
+
+@dataclass(frozen=True)
 class HealthPage:
     now: datetime
     days: int
@@ -104,6 +133,7 @@ class HealthPage:
     failing_shown: int
     deadlines: list[ConnectionLine]
     deadlines_total: int
+    webhooks: WebhookFleet
     other_kinds: list[KindTable] = field(default_factory=list)
 
     @property
@@ -249,6 +279,67 @@ def _deadlines(*, now: datetime) -> tuple[list[ConnectionLine], int]:
     return lines, upcoming.count()
 
 
+# What webhook_health reads; `only` keeps the connection's token columns out of the query.
+HEALTH_FIELDS = (
+    "site_id",
+    "connection_id",
+    "webhook_id",
+    "status",
+    "expires_at",
+    "last_delivery_at",
+    "last_error",
+    "next_attempt_at",
+)
+
+
+def _webhooks(*, now: datetime) -> WebhookFleet:
+    by_health = sites_by_health(now=now)
+    needing_look = JiraWebhook.objects.filter(unhealthy(now=now))
+    summary = JiraWebhook.objects.aggregate(
+        unhealthy_sites=Count("site_id", distinct=True, filter=unhealthy(now=now)),
+        last_delivery_at=Max("last_delivery_at"),
+    )
+    # Soonest expiry first, never-registered ones (no expiry) before all: the order in
+    # which they would stop delivering. The webhooks of the sites shown come in one query
+    # (a sliced subquery), so the count stays fixed even when none is shown.
+    shown_sites = (
+        JiraSite.objects.filter(pk__in=needing_look.values("site_id"))
+        .annotate(soonest=Min("webhooks__expires_at"))
+        .order_by(F("soonest").asc(nulls_first=True), "pk")
+        .values("pk")[:UNHEALTHY_SITES_SHOWN]
+    )
+    rows = (
+        JiraWebhook.objects.filter(site_id__in=shown_sites)
+        .select_related("site", "connection__user")
+        .only(*HEALTH_FIELDS, "site__name", "site__url", "connection__user__email")
+    )
+    by_site: dict[int, list[JiraWebhook]] = defaultdict(list)
+    for row in rows:
+        by_site[row.site_id].append(row)
+    lines = []
+    for webhooks in by_site.values():
+        health = webhook_health(webhooks=webhooks, now=now)
+        assert health is not None  # every site here has at least the row that matched
+        site, connection = webhooks[0].site, webhooks[0].connection
+        lines.append(
+            WebhookSiteLine(
+                site_pk=site.pk,
+                site_name=site.name or site.url,
+                site_url=site.url,
+                connection_pk=connection.pk,
+                user_email=connection.user.email,
+                health=health,
+            )
+        )
+    lines.sort(key=lambda line: (line.health.expires_at is not None, line.health.expires_at or now, line.site_pk))
+    return WebhookFleet(
+        by_health=list(by_health.items()),
+        unhealthy_total=int(summary["unhealthy_sites"] or 0),
+        unhealthy=lines,
+        last_delivery_at=summary["last_delivery_at"],
+    )
+
+
 def health_page(*, now: datetime, days: int) -> HealthPage:
     """Everything the page shows for the last `days` days (today included)."""
     if days not in PERIODS:
@@ -273,5 +364,6 @@ def health_page(*, now: datetime, days: int) -> HealthPage:
         failing_shown=failing_shown,
         deadlines=deadlines,
         deadlines_total=deadlines_total,
+        webhooks=_webhooks(now=now),
         other_kinds=daily.other_kinds,
     )

@@ -23,16 +23,14 @@ reported). `site_webhooks_sync` does one site, under a claim:
 
 Entry points: `webhooks_maintain` (the scheduled run), `connection_webhooks_sync`
 (right after a connect), `connection_webhooks_delete` (disconnect, best effort).
-Reads: `webhook_health`, `scopes_missing`, `unhealthy` (the settings page and admin).
+Reads: `scopes_missing` here; a site's webhook health is read in integrations/webhook_health.py.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import re
 import uuid
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,10 +73,6 @@ EXTEND_WHEN_LEFT = timedelta(days=20)
 # a webhook Atlassian dropped is noticed within a day. Idle connections are listed at
 # each extension, every ten days, so the check never costs them a token refresh.
 VERIFY_EVERY = timedelta(days=1)
-# Under this much life left, extension has failed for days: the admin calls it unhealthy.
-ALERT_WHEN_LEFT = timedelta(days=10)
-# Never registered this long after its row was made: unhealthy too.
-PENDING_ALERT = timedelta(hours=1)
 CLAIM_LEASE = timedelta(minutes=2)
 BACKOFF_BASE = timedelta(minutes=5)
 BACKOFF_CAP = timedelta(hours=6)
@@ -160,72 +154,6 @@ def webhook_specs(*, account_id: str) -> dict[str, atlassian.WebhookSpec]:
 def backoff(failures: int) -> timedelta:
     doublings: int = max(0, min(failures - 1, 16))
     return min(BACKOFF_CAP, BACKOFF_BASE * (1 << doublings))
-
-
-def unhealthy(*, now: datetime, prefix: str = "") -> Q:
-    """Webhooks that need attention: failing, close to expiry (extension has failed for
-    days), or never registered long after they should have been. `prefix` reaches them
-    from another model ("webhooks__" from a connection)."""
-    return (
-        Q(**{f"{prefix}status": WebhookStatus.FAILING})
-        | Q(**{f"{prefix}expires_at__lte": now + ALERT_WHEN_LEFT})
-        | Q(**{f"{prefix}webhook_id__isnull": True, f"{prefix}created_at__lte": now - PENDING_ALERT})
-    )
-
-
-# --- Health (what the settings page and the admin show) -------------------------------
-
-
-class Health(enum.StrEnum):
-    LIVE = "live"
-    PENDING = "pending"
-    FAILING = "failing"
-    EXPIRED = "expired"
-
-
-@dataclass(frozen=True)
-class SiteWebhookHealth:
-    state: Health
-    expires_at: datetime | None
-    last_delivery_at: datetime | None
-    last_error: str
-    next_attempt_at: datetime | None
-
-    @property
-    def label(self) -> str:
-        return {
-            Health.LIVE: "Live updates on",
-            Health.PENDING: "Registering",
-            Health.FAILING: "Failing, retrying",
-            Health.EXPIRED: "Expired",
-        }[self.state]
-
-
-def webhook_health(*, webhooks: Iterable[JiraWebhook], now: datetime) -> SiteWebhookHealth | None:
-    """One site's webhooks summed up: the worst state, the soonest expiry, the latest
-    delivery and error. None when the site has none."""
-    rows = list(webhooks)
-    if not rows:
-        return None
-    registered = [row for row in rows if row.webhook_id is not None and row.expires_at is not None]
-    if any(row.expired(now=now) for row in registered):
-        state = Health.EXPIRED
-    elif any(row.status == WebhookStatus.FAILING for row in rows):
-        state = Health.FAILING
-    elif any(row.webhook_id is None for row in rows):
-        state = Health.PENDING
-    else:
-        state = Health.LIVE
-    failing = [row for row in rows if row.status == WebhookStatus.FAILING]
-    deliveries = [row.last_delivery_at for row in rows if row.last_delivery_at is not None]
-    retries = [row.next_attempt_at for row in failing if row.next_attempt_at is not None]
-    return SiteWebhookHealth(
-        state=state,
-        expires_at=min((row.expires_at for row in registered if row.expires_at), default=None),
-        last_delivery_at=max(deliveries, default=None),
-        last_error="; ".join(dict.fromkeys(row.last_error for row in failing if row.last_error)),
-        next_attempt_at=min(retries, default=None),
-    )
 
 
 # --- Counting -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from accounts.models import User
-from integrations.models import ConnectionStatus, JiraConnection
+from integrations.models import ConnectionStatus, JiraConnection, JiraSite, JiraWebhook, WebhookSlot, WebhookStatus
 from monitoring.models import DailyCount, Kind
 from tests.support.browser import PASSWORD, Journey, admin_sign_in, off_the_browser_thread
 
@@ -41,7 +41,7 @@ def seed_a_month() -> None:
     owner = User.objects.create_user("fleet.owner@example.com", PASSWORD)
     now = timezone.now()
     for n, status in enumerate([ConnectionStatus.ACTIVE] * 5 + [ConnectionStatus.REFRESH_FAILING]):
-        JiraConnection.objects.create(
+        connection = JiraConnection.objects.create(
             user=owner,
             account_id=f"557058:fleet-{n}",
             account_name=f"Fleet {n}",
@@ -50,6 +50,20 @@ def seed_a_month() -> None:
             tokens_issued_at=now,
             first_consented_at=now - timedelta(days=350 if n == 0 else 10),
         )
+        if n < 2:
+            # One site live, one whose webhooks are close to expiry: extension is failing.
+            site = JiraSite.objects.create(
+                connection=connection, cloud_id=f"c{n}", name=f"Site {n}", url=f"https://s{n}.net"
+            )
+            JiraWebhook.objects.create(
+                connection=connection,
+                site=site,
+                slot=WebhookSlot.ASSIGNEE,
+                webhook_id=100 + n,
+                status=WebhookStatus.ACTIVE if n == 0 else WebhookStatus.FAILING,
+                expires_at=now + timedelta(days=25 if n == 0 else 2),
+                last_error="" if n == 0 else "Jira answered 503",
+            )
 
 
 def test_staff_sees_the_health_charts_and_tables(journey: Journey) -> None:
@@ -69,6 +83,9 @@ def test_staff_sees_the_health_charts_and_tables(journey: Journey) -> None:
     expect(page.locator("#statuses")).to_contain_text("rate_limited: 1")
     expect(page.locator("#failing a")).to_have_count(1)
     expect(page.locator("#deadlines-table tbody tr")).to_have_count(1)
+    expect(page.locator("#webhook-health-table tr[data-state=live] td")).to_have_text("1")
+    expect(page.locator("#webhook-unhealthy-table tbody tr")).to_have_count(1)
+    expect(page.locator("#webhook-unhealthy-table")).to_contain_text("Jira answered 503")
     journey.shot("health-30-days")
 
     page.get_by_role("link", name="last 90 days").click()

@@ -12,7 +12,7 @@ from django.test import Client
 
 from accounts.models import User
 from integrations import clock
-from integrations.models import JiraConnection, JiraWebhook, WebhookSlot, WebhookStatus
+from integrations.models import JiraConnection, JiraSite, JiraWebhook, WebhookSlot, WebhookStatus
 from tests.support.accounts import login_verified
 from tests.support.connections import ConnectionFactory
 from tests.support.webhooks import SCOPES_WITH_WEBHOOKS, only_site, registered, webhook_connection
@@ -206,3 +206,50 @@ def test_admin_connection_page_shows_each_webhooks_health(
     assert "manage:jira-webhook (the user is asked to reconnect)" in html
     assert connection.access_token is not None
     assert connection.access_token not in html
+
+
+# --- The rule, in Python and in SQL -----------------------------------------------------
+
+# One webhook's possible states: (webhook_id, status, expires in days; None = no expiry).
+ROW_KINDS = {
+    "live": (11, WebhookStatus.ACTIVE, 25),
+    "pending": (None, WebhookStatus.PENDING, None),
+    "failing": (12, WebhookStatus.FAILING, 25),
+    "failing, never registered": (None, WebhookStatus.FAILING, None),
+    "expired": (13, WebhookStatus.ACTIVE, -1),
+    "expired and failing": (14, WebhookStatus.FAILING, -1),
+}
+
+
+def test_fleet_counts_in_sql_agree_with_each_sites_health(alice: User, make_connection: ConnectionFactory) -> None:
+    from collections import Counter
+    from itertools import combinations_with_replacement
+
+    from integrations.webhook_health import Health, sites_by_health, webhook_health
+
+    now = clock.now()
+    connection = make_connection(alice, scopes=SCOPES_WITH_WEBHOOKS, sites=[])
+    pairs = list(combinations_with_replacement(ROW_KINDS, 2))
+    for n, pair in enumerate(pairs):
+        site = JiraSite.objects.create(connection=connection, cloud_id=f"c{n}", url=f"https://s{n}.atlassian.net")
+        for slot, kind in zip((WebhookSlot.ASSIGNEE, WebhookSlot.REPORTER), pair, strict=True):
+            webhook_id, status, days = ROW_KINDS[kind]
+            JiraWebhook.objects.create(
+                connection=connection,
+                site=site,
+                slot=slot,
+                webhook_id=None if webhook_id is None else webhook_id * 100 + n,
+                status=status,
+                expires_at=None if days is None else now + timedelta(days=days),
+            )
+
+    expected = Counter(
+        health.state
+        for site in JiraSite.objects.filter(connection=connection).prefetch_related("webhooks")
+        if (health := webhook_health(webhooks=site.webhooks.all(), now=now)) is not None
+    )
+
+    assert sites_by_health(now=now) == {state: expected[state] for state in Health}
+    # Every state is reached, so a rule that drifted in one place would show.
+    assert all(expected[state] for state in Health)
+    assert sum(expected.values()) == len(pairs) == 21

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -12,11 +13,20 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from accounts.models import User
-from integrations.models import CONSENT_LIFETIME, ConnectionStatus, JiraConnection
+from integrations.models import (
+    CONSENT_LIFETIME,
+    ConnectionStatus,
+    JiraConnection,
+    JiraSite,
+    JiraWebhook,
+    WebhookSlot,
+    WebhookStatus,
+)
 from monitoring.models import DailyCount, Kind
 from tests.support.accounts import login_verified
 from tests.support.clock import FakeClock, install_clock
 from tests.support.connections import ConnectionFactory
+from tests.support.webhooks import add_webhooks
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +60,7 @@ def table_rows(html: str, table_id: str) -> list[list[str]]:
     assert table is not None, table_id
     body = re.search(r"<tbody>(.*?)</tbody>", table[1], re.S)
     assert body is not None
-    rows = re.findall(r"<tr>(.*?)</tr>", body[1], re.S)
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body[1], re.S)
     return [
         [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)]
         for row in rows
@@ -220,6 +230,77 @@ def test_other_counted_kinds_get_a_table_of_their_own(staff_client: Client, froz
     assert re.search(r"<td>acme</td><td>rejected</td><td>bad_signature</td><td[^>]*>4</td>", html)
 
 
+def webhooks_on_site(
+    connection: JiraConnection, name: str, *, ids: tuple[int | None, int | None], expires_at: datetime, **changes: Any
+) -> JiraSite:
+    site = JiraSite.objects.create(
+        connection=connection, cloud_id=f"cloud-{name}", name=name, url=f"https://{name}.net"
+    )
+    add_webhooks(site, ids=ids, expires_at=expires_at)
+    JiraWebhook.objects.filter(site=site, slot=WebhookSlot.REPORTER).update(**changes)
+    return site
+
+
+def test_webhook_health_by_site_counts_each_state_and_lists_the_sites_that_need_a_look(
+    staff_client: Client, alice: User, bob: User, make_connection: ConnectionFactory, frozen: FakeClock
+) -> None:
+    now = frozen.now()
+    mine, theirs = make_connection(alice), make_connection(bob, account_id="bob-1")
+    webhooks_on_site(mine, "healthy", ids=(1, 2), expires_at=now + timedelta(days=25))
+    delivered = now - timedelta(hours=2)
+    JiraWebhook.objects.filter(webhook_id=1).update(last_delivery_at=delivered)
+    failing = webhooks_on_site(
+        theirs,
+        "failing",
+        ids=(3, 4),
+        expires_at=now + timedelta(days=25),
+        status=WebhookStatus.FAILING,
+        last_error="Jira refused the filter <b>x</b>",
+        next_attempt_at=now + timedelta(minutes=20),
+    )
+    expiring = webhooks_on_site(mine, "expiring", ids=(5, 6), expires_at=now + timedelta(days=3))
+    expired = webhooks_on_site(theirs, "expired", ids=(7, 8), expires_at=now - timedelta(days=1))
+    stuck = webhooks_on_site(mine, "stuck", ids=(None, None), expires_at=now)
+    JiraWebhook.objects.filter(site=stuck).update(created_at=now - timedelta(hours=2))
+    webhooks_on_site(mine, "new", ids=(None, None), expires_at=now)
+
+    html = staff_client.get(PAGE).content.decode()
+
+    section = html.split('<section id="webhooks">', 1)[1].split("</section>", 1)[0]
+    assert f"Last delivery received:\n<strong>{delivered:%Y-%m-%d %H:%M:%S} UTC</strong>" in section
+    assert table_rows(section, "webhook-health-table") == [
+        ["Live updates on", "2"],
+        ["Registering", "2"],
+        ["Failing, retrying", "1"],
+        ["Expired", "1"],
+    ]
+    assert "Sites that need a look: 4" in section
+    rows = table_rows(section, "webhook-unhealthy-table")
+    # Soonest to stop delivering first: never registered, then by expiry.
+    assert [row[0] for row in rows] == ["stuck", "expired", "expiring", "failing"]
+    assert rows[0][1] == f"Connection {mine.pk} (alice@example.com)"
+    assert rows[1][2:4] == ["Expired", f"{now - timedelta(days=1):%Y-%m-%d %H:%M} UTC"]
+    assert rows[3][2] == "Failing, retrying"
+    assert rows[3][5] == "Jira refused the filter &lt;b&gt;x&lt;/b&gt;"
+    assert rows[3][6] == f"{now + timedelta(minutes=20):%Y-%m-%d %H:%M} UTC"
+    assert f'href="/admin/integrations/jiraconnection/{theirs.pk}/change/"' in section
+    assert {failing.pk, expiring.pk, expired.pk, stuck.pk} == {
+        int(pk) for pk in re.findall(r'data-site="(\d+)"', section)
+    }
+    assert "?webhooks=unhealthy" in section
+    for token in (mine.access_token, mine.refresh_token, theirs.access_token, theirs.refresh_token):
+        assert token
+        assert token not in html
+
+
+def test_without_any_webhook_the_section_says_why(staff_client: Client, frozen: FakeClock) -> None:
+    html = staff_client.get(PAGE).content.decode()
+
+    section = html.split('<section id="webhooks">', 1)[1].split("</section>", 1)[0]
+    assert "No site has webhooks" in section
+    assert "webhook-health-table" not in section
+
+
 def test_the_page_never_shows_a_token(
     staff_client: Client, alice: User, make_connection: ConnectionFactory, frozen: FakeClock
 ) -> None:
@@ -243,10 +324,11 @@ def test_the_page_never_shows_a_token(
 
 
 def fleet(user: User, n: int, *, now: FakeClock) -> None:
-    """n connections, a tenth failing, a tenth needing reconnect, a tenth near their deadline."""
+    """n connections, a tenth failing, a tenth needing reconnect, a tenth near their
+    deadline; each with a site whose two webhooks are live, failing or expiring."""
     current = now.now()
     statuses = [ConnectionStatus.ACTIVE] * 8 + [ConnectionStatus.REFRESH_FAILING, ConnectionStatus.NEEDS_RECONNECT]
-    JiraConnection.objects.bulk_create(
+    connections = JiraConnection.objects.bulk_create(
         [
             JiraConnection(
                 user=user,
@@ -257,6 +339,25 @@ def fleet(user: User, n: int, *, now: FakeClock) -> None:
                 first_consented_at=current - CONSENT_LIFETIME + timedelta(days=10 if i % 10 == 3 else 200),
             )
             for i in range(n)
+        ],
+        batch_size=1000,
+    )
+    sites = JiraSite.objects.bulk_create(
+        [JiraSite(connection=c, cloud_id=f"cloud-{c.pk}", url=f"https://s{c.pk}.atlassian.net") for c in connections],
+        batch_size=1000,
+    )
+    JiraWebhook.objects.bulk_create(
+        [
+            JiraWebhook(
+                connection_id=site.connection_id,
+                site=site,
+                slot=slot,
+                webhook_id=2 * site.pk + (slot == WebhookSlot.REPORTER),
+                status=WebhookStatus.FAILING if i % 7 == 0 else WebhookStatus.ACTIVE,
+                expires_at=current + timedelta(days=3 if i % 5 == 0 else 25),
+            )
+            for i, site in enumerate(sites)
+            for slot in (WebhookSlot.ASSIGNEE, WebhookSlot.REPORTER)
         ],
         batch_size=1000,
     )
@@ -282,9 +383,11 @@ def test_the_page_costs_the_same_queries_for_10_and_10000_connections(
     large = page_queries(staff_client)
 
     assert small == large
-    # The session, the staff user, and the page's six (monitoring.health).
-    assert large == 9
+    # The session, the staff user, the admin's second factor, and the page's nine
+    # (monitoring.health): more than ten sites need a look in both fleets.
+    assert large == 12
     assert JiraConnection.objects.count() == 10_010
+    assert JiraWebhook.objects.count() == 20_020
 
 
 @pytest.mark.parametrize(("value", "ceiling"), [(0, 1), (1, 1), (2, 2), (7, 8), (120, 150), (151, 200), (9001, 10000)])

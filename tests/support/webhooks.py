@@ -49,21 +49,26 @@ def only_site(connection: JiraConnection) -> JiraSite:
     return JiraSite.objects.get(connection=connection)
 
 
-def registered(connection: JiraConnection, *, ids: tuple[int, int] = (1001, 1002), expires_at: datetime) -> None:
-    """The connection's only site with both webhooks registered, as a sync leaves them."""
-    site = only_site(connection)
+def add_webhooks(site: JiraSite, *, ids: tuple[int | None, int | None], expires_at: datetime) -> None:
+    """Both slots' rows for a site: registered where an id is given, pending where None."""
     for slot, webhook_id in zip((WebhookSlot.ASSIGNEE, WebhookSlot.REPORTER), ids, strict=True):
         JiraWebhook.objects.create(
-            connection=connection,
+            connection=site.connection,
             site=site,
             slot=slot,
             webhook_id=webhook_id,
             events=list(EVENTS),
-            jql_filter=f'{slot} = "{connection.account_id}"',
-            status=WebhookStatus.ACTIVE,
-            registered_at=expires_at - timedelta(days=30),
-            expires_at=expires_at,
+            jql_filter=f'{slot} = "{site.connection.account_id}"',
+            status=WebhookStatus.PENDING if webhook_id is None else WebhookStatus.ACTIVE,
+            registered_at=None if webhook_id is None else expires_at - timedelta(days=30),
+            expires_at=None if webhook_id is None else expires_at,
         )
+
+
+def registered(connection: JiraConnection, *, ids: tuple[int, int] = (1001, 1002), expires_at: datetime) -> None:
+    """The connection's only site with both webhooks registered, as a sync leaves them."""
+    site = only_site(connection)
+    add_webhooks(site, ids=ids, expires_at=expires_at)
     JiraSite.objects.filter(pk=site.pk).update(webhooks_next_check_at=expires_at - timedelta(days=20))
 
 
