@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from integrations import clock
 from integrations.models import ConnectionStatus, JiraConnection
+from integrations.webhook_health import sites_by_health
 from monitoring.models import LATENCY_BUCKETS, LATENCY_SUM, DailyCount, Kind
 from monitoring.recorder import LIFETIME, refresh_last_success
 
@@ -61,10 +62,11 @@ class _ThisProcess(Collector):
 
 
 class DatabaseCollector(Collector):
-    """The fleet-wide metrics, three queries per scrape whatever the fleet's size."""
+    """The fleet-wide metrics, four queries per scrape whatever the fleet's size."""
 
     def collect(self) -> Iterator[Metric]:
         yield from self._connections()
+        yield from self._webhook_sites()
         yield from self._lifetime_counts()
         yield from self._last_run()
 
@@ -83,6 +85,16 @@ class DatabaseCollector(Collector):
             by_status.add_metric([status.value], totals[status.value])
         yield by_status
         yield failing
+
+    def _webhook_sites(self) -> Iterator[Metric]:
+        sites = GaugeMetricFamily(
+            f"{PREFIX}_webhook_sites",
+            "Sites with Jira webhooks, by the state of their worst webhook (live, pending, failing, expired).",
+            labels=["state"],
+        )
+        for state, n in sites_by_health(now=clock.now()).items():
+            sites.add_metric([state.value], n)
+        yield sites
 
     def _lifetime_counts(self) -> Iterator[Metric]:
         rows = DailyCount.objects.filter(day=LIFETIME).values_list("kind", "outcome", "reason", "source", "value")

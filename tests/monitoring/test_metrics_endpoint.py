@@ -12,14 +12,17 @@ from django.test import Client, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.models import User
+from integrations import clock
 from integrations.lifecycle.access import CLAIM_POLL_SECONDS, connection_access_token
 from integrations.models import ConnectionStatus
+from integrations.webhook_health import Health
 from monitoring import metrics, recorder
 from monitoring.models import REFRESH_RUN, Kind, RunHeartbeat
 from tests.support.atlassian import TOKEN_URL, token_reply
 from tests.support.clock import install_clock
 from tests.support.connections import ConnectionFactory
 from tests.support.processes import improperly_configured, manage, production_env, settings_seen
+from tests.support.webhooks import add_webhooks, only_site
 
 pytestmark = pytest.mark.django_db
 
@@ -107,6 +110,28 @@ def test_connections_are_reported_by_status_and_failing_ones_by_reason(
     assert found[("jiraconnect_connections", (("status", "refresh_failing"),))] == 2
     assert found[("jiraconnect_connections", (("status", "needs_reconnect"),))] == 1
     assert found[("jiraconnect_connections_failing", (("reason", "rate_limited"),))] == 1
+
+
+def test_sites_with_webhooks_are_reported_by_the_state_of_their_worst_webhook(
+    client: Client, alice: User, make_connection: ConnectionFactory
+) -> None:
+    now = clock.now()
+    live, expired, pending = (
+        only_site(make_connection(alice, account_id=f"acc-{n}", sites=[(f"c{n}", f"https://s{n}.net", "S")]))
+        for n in range(3)
+    )
+    add_webhooks(live, ids=(1, 2), expires_at=now + timedelta(days=25))
+    add_webhooks(expired, ids=(3, 4), expires_at=now - timedelta(minutes=1))
+    add_webhooks(pending, ids=(5, None), expires_at=now + timedelta(days=25))
+
+    found = scrape(client)
+
+    assert {state: found[("jiraconnect_webhook_sites", (("state", state),))] for state in Health} == {
+        "live": 1,
+        "pending": 1,
+        "failing": 0,
+        "expired": 1,
+    }
 
 
 def test_refresh_outcomes_and_latency_come_from_every_process_via_the_database(
