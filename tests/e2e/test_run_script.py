@@ -10,14 +10,19 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import requests
+from jwt.warnings import InsecureKeyLengthWarning
 
+from integrations.atlassian import verify_jwt
 from sandbox.config import CLIENT_ID, CLIENT_SECRET
+from sandbox.delivery import signed_headers
 from sandbox.testing import free_ports
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -98,6 +103,28 @@ def test_sandbox_is_told_the_portals_own_callback_on_any_bind_address() -> None:
     assert command[command.index("--port") + 1] == "8124"
     assert plan.portal_env()["ATLASSIAN_REDIRECT_URI"] == "http://127.0.0.1:8123/integrations/jira/callback/"
     assert plan.portal_env()["ATLASSIAN_WEBHOOK_URL"] == "http://127.0.0.1:8123/integrations/jira/webhook/"
+
+
+def sign_and_verify(*, sandbox_secret: str, portal_secret: str, settings: Any) -> None:
+    """A delivery as the sandbox signs it, checked by the portal's receiver."""
+    settings.ATLASSIAN_CLIENT_SECRET = portal_secret
+    headers = signed_headers(client_id=CLIENT_ID, client_secret=sandbox_secret, identifier="delivery-1", retry=0)
+    verify_jwt(authorization=headers["Authorization"])
+
+
+def test_make_run_signs_and_verifies_deliveries_without_a_key_length_warning(settings: Any) -> None:
+    plan = run_script.sandbox_plan(environment={}, file_values={}, host="127.0.0.1", port=8000, sandbox_port=8001)
+    command = plan.command()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InsecureKeyLengthWarning)
+        sign_and_verify(
+            sandbox_secret=command[command.index("--client-secret") + 1],
+            portal_secret=plan.portal_env()["ATLASSIAN_CLIENT_SECRET"],
+            settings=settings,
+        )
+    # The check above would notice a short key: the sandbox's old 21-byte default warns.
+    with pytest.warns(InsecureKeyLengthWarning):
+        sign_and_verify(sandbox_secret="sandbox-client-secret", portal_secret="sandbox-client-secret", settings=settings)
 
 
 def test_print_env_gives_other_commands_the_sandbox_settings(
