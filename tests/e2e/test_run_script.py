@@ -123,8 +123,9 @@ def test_make_run_signs_and_verifies_deliveries_without_a_key_length_warning(set
             settings=settings,
         )
     # The check above would notice a short key: the sandbox's old 21-byte default warns.
+    old_default = "sandbox-client-secret"
     with pytest.warns(InsecureKeyLengthWarning):
-        sign_and_verify(sandbox_secret="sandbox-client-secret", portal_secret="sandbox-client-secret", settings=settings)
+        sign_and_verify(sandbox_secret=old_default, portal_secret=old_default, settings=settings)
 
 
 def test_print_env_gives_other_commands_the_sandbox_settings(
