@@ -23,7 +23,9 @@ from jwt.warnings import InsecureKeyLengthWarning
 from integrations.atlassian import verify_jwt
 from sandbox.config import CLIENT_ID, CLIENT_SECRET
 from sandbox.delivery import signed_headers
-from sandbox.testing import free_ports
+from sandbox.seed import GRACE
+from sandbox.testing import approve, free_ports
+from tests.e2e.test_jira_journeys import ada_open_issue_keys
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 SCRIPT = BASE_DIR / "scripts" / "run.py"
@@ -269,6 +271,24 @@ def test_make_run_serves_portal_against_sandbox_and_ctrl_c_stops_everything(
     assert 'value="decline"' in consent.text
     sandbox_config = requests.get(f"http://127.0.0.1:{sandbox_port}/_sandbox/config", timeout=10).json()
     assert sandbox_config["redirect_uri"] == f"http://127.0.0.1:{port}/integrations/jira/callback/"
+
+    # Live activity: the callback registers the webhooks, an issue changed at the sandbox is
+    # delivered to this portal, signed with the secret it was given, and My Jira lists it.
+    settings_page = browser.get(approve(browser, connect.headers["Location"]), timeout=20)
+    assert "Connected Jira as Ada Lovelace." in settings_page.text, log.read_text()
+    sandbox = f"http://127.0.0.1:{sandbox_port}"
+    key = ada_open_issue_keys()["ACME"][0]
+    changed = browser.post(
+        f"{sandbox}/_sandbox/issues/{key}", data={"summary": "Changed under make run", "actor": GRACE}, timeout=10
+    )
+    assert changed.status_code == 200
+    sent = requests.get(f"{sandbox}/_sandbox/deliveries", params={"settle": 10}, timeout=20).json()
+    assert [(d["status"], [a["outcome"] for a in d["attempts"]]) for d in sent["deliveries"]] == [
+        ("delivered", ["200"])
+    ], log.read_text()
+    activity = browser.get(f"{portal}/jira/", timeout=20).text
+    assert "Grace Hopper updated" in activity
+    assert "Changed under make run" in activity
 
     groups = children_of(process.pid)
     assert len(groups) == 2  # the sandbox and runserver, each leading its own process group

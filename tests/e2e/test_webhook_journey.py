@@ -50,7 +50,7 @@ def test_issue_changed_in_the_sandbox_shows_on_my_jira_after_one_reload(journey:
 
     journey.sign_up(email)
     page.click("#connect-jira")
-    expect(page.locator("#scopes")).to_contain_text("manage:jira-webhook")
+    expect(page.locator("li[data-scope='manage:jira-webhook']")).to_contain_text("Jira webhooks")
     journey.consent(account_name=ADA_NAME, decision="Accept")
     expect(page.locator(".messages")).to_contain_text(f"Connected Jira as {ADA_NAME}.")
     sites = off_the_browser_thread(
