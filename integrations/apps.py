@@ -8,5 +8,6 @@ class IntegrationsConfig(AppConfig):
     verbose_name = "Jira connections"
 
     def ready(self) -> None:
-        # Registers the system checks.
+        # Registers the system checks, and My Jira's receiver of jira_event_received.
         from integrations import checks  # noqa: F401
+        from integrations.myjira import receivers  # noqa: F401

@@ -8,9 +8,11 @@ from typing import Any
 
 DAY = 86_400.0
 # The sandbox's own fixed, public test credentials: `make run`, the benchmarks and the
-# tests that use the sandbox as it comes all import these.
+# tests that use the sandbox as it comes all import these. The secret is 64 hex characters,
+# as long as Atlassian's: deliveries are signed with it (HS256), and PyJWT warns about an
+# HMAC key under 32 bytes (InsecureKeyLengthWarning).
 CLIENT_ID = "sandbox-client-id"
-CLIENT_SECRET = "sandbox-client-secret"
+CLIENT_SECRET = "ac87cff78736baebb5dffe2b172a6b78c0c9843d78e3d97280673a5d531b6a70"
 
 
 @dataclass

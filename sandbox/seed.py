@@ -186,7 +186,7 @@ KNOWN_SCOPES: dict[str, str] = {
     "read:jira-user": "View user profiles",
     "manage:jira-project": "Manage project settings",
     "manage:jira-configuration": "Manage Jira global settings",
-    "manage:jira-webhook": "Manage development and release information for Jira",
+    "manage:jira-webhook": "Fetch, register, refresh and delete dynamic Jira webhooks",
     "read:me": "View your profile (name, email, avatar)",
     "read:account": "View user profiles",
     "offline_access": "Keep access after you leave (refresh tokens)",

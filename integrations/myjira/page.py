@@ -188,9 +188,21 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="my-jira")
 
 
-def _cache_key(*, user: User, site_id: int | None, page_token: str | None) -> str:
+def _cache_key(*, user_id: int, site_id: int | None, page_token: str | None) -> str:
     token = hashlib.sha256((page_token or "").encode()).hexdigest()[:32]
-    return f"myjira:v2:{user.pk}:{site_id or 'all'}:{token}"
+    return f"myjira:v2:{user_id}:{site_id or 'all'}:{token}"
+
+
+def issues_cache_forget(*, user_id: int, site_id: int) -> None:
+    """Drop the cached first pages that show `site_id` (the main page and the site's own),
+    so the next load fetches its issues again. Later pages of the site keep theirs for
+    MY_JIRA_CACHE_SECONDS: their keys name page tokens nobody kept."""
+    cache.delete_many(
+        [
+            _cache_key(user_id=user_id, site_id=None, page_token=None),
+            _cache_key(user_id=user_id, site_id=site_id, page_token=None),
+        ]
+    )
 
 
 def _fetch_all(tasks: list[_Task], *, key: str) -> list[SiteIssues]:
@@ -261,7 +273,7 @@ def my_jira_page(*, user: User, site_id: int | None = None, page_token: str | No
         if len(tasks) > fetched_before:
             # Here, not in the pool's threads: the write stays on the request's connection.
             tokens.record_use()
-    key = _cache_key(user=user, site_id=site_id, page_token=page_token)
+    key = _cache_key(user_id=user.pk, site_id=site_id, page_token=page_token)
     results = {result.site.pk: result for result in [*_fetch_all(tasks, key=key), *deferred]}
     # The main page is a new visit; its next pages count from the same previous visit.
     since = visit_record(user=user, now=clock.now()) if single_site is None else visit_previous(user=user)

@@ -10,15 +10,22 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import requests
+from jwt.warnings import InsecureKeyLengthWarning
 
+from integrations.atlassian import verify_jwt
 from sandbox.config import CLIENT_ID, CLIENT_SECRET
-from sandbox.testing import free_ports
+from sandbox.delivery import signed_headers
+from sandbox.seed import GRACE
+from sandbox.testing import approve, free_ports
+from tests.e2e.test_jira_journeys import ada_open_issue_keys
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 SCRIPT = BASE_DIR / "scripts" / "run.py"
@@ -98,6 +105,29 @@ def test_sandbox_is_told_the_portals_own_callback_on_any_bind_address() -> None:
     assert command[command.index("--port") + 1] == "8124"
     assert plan.portal_env()["ATLASSIAN_REDIRECT_URI"] == "http://127.0.0.1:8123/integrations/jira/callback/"
     assert plan.portal_env()["ATLASSIAN_WEBHOOK_URL"] == "http://127.0.0.1:8123/integrations/jira/webhook/"
+
+
+def sign_and_verify(*, sandbox_secret: str, portal_secret: str, settings: Any) -> None:
+    """A delivery as the sandbox signs it, checked by the portal's receiver."""
+    settings.ATLASSIAN_CLIENT_SECRET = portal_secret
+    headers = signed_headers(client_id=CLIENT_ID, client_secret=sandbox_secret, identifier="delivery-1", retry=0)
+    verify_jwt(authorization=headers["Authorization"])
+
+
+def test_make_run_signs_and_verifies_deliveries_without_a_key_length_warning(settings: Any) -> None:
+    plan = run_script.sandbox_plan(environment={}, file_values={}, host="127.0.0.1", port=8000, sandbox_port=8001)
+    command = plan.command()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InsecureKeyLengthWarning)
+        sign_and_verify(
+            sandbox_secret=command[command.index("--client-secret") + 1],
+            portal_secret=plan.portal_env()["ATLASSIAN_CLIENT_SECRET"],
+            settings=settings,
+        )
+    # The check above would notice a short key: the sandbox's old 21-byte default warns.
+    old_default = "sandbox-client-secret"
+    with pytest.warns(InsecureKeyLengthWarning):
+        sign_and_verify(sandbox_secret=old_default, portal_secret=old_default, settings=settings)
 
 
 def test_print_env_gives_other_commands_the_sandbox_settings(
@@ -241,6 +271,24 @@ def test_make_run_serves_portal_against_sandbox_and_ctrl_c_stops_everything(
     assert 'value="decline"' in consent.text
     sandbox_config = requests.get(f"http://127.0.0.1:{sandbox_port}/_sandbox/config", timeout=10).json()
     assert sandbox_config["redirect_uri"] == f"http://127.0.0.1:{port}/integrations/jira/callback/"
+
+    # Live activity: the callback registers the webhooks, an issue changed at the sandbox is
+    # delivered to this portal, signed with the secret it was given, and My Jira lists it.
+    settings_page = browser.get(approve(browser, connect.headers["Location"]), timeout=20)
+    assert "Connected Jira as Ada Lovelace." in settings_page.text, log.read_text()
+    sandbox = f"http://127.0.0.1:{sandbox_port}"
+    key = ada_open_issue_keys()["ACME"][0]
+    changed = browser.post(
+        f"{sandbox}/_sandbox/issues/{key}", data={"summary": "Changed under make run", "actor": GRACE}, timeout=10
+    )
+    assert changed.status_code == 200
+    sent = requests.get(f"{sandbox}/_sandbox/deliveries", params={"settle": 10}, timeout=20).json()
+    assert [(d["status"], [a["outcome"] for a in d["attempts"]]) for d in sent["deliveries"]] == [
+        ("delivered", ["200"])
+    ], log.read_text()
+    activity = browser.get(f"{portal}/jira/", timeout=20).text
+    assert "Grace Hopper updated" in activity
+    assert "Changed under make run" in activity
 
     groups = children_of(process.pid)
     assert len(groups) == 2  # the sandbox and runserver, each leading its own process group

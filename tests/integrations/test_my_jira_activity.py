@@ -183,3 +183,20 @@ def test_received_events_are_pruned_after_the_retention(
 
     assert jira_events_prune(now=clock.now()) == 1
     assert list(JiraEvent.objects.values_list("issue_key", flat=True)) == ["ACME-2"]
+
+
+def test_a_stored_event_makes_the_next_load_fetch_its_site_again(
+    browser: Client, hooked: JiraConnection, mocked: responses.RequestsMock, clock: FakeClock
+) -> None:
+    mocked.post(search_url(CLOUD), json=page(issue("ACME-7", "Fix the login redirect")))
+    browser.get(PAGE)
+    mocked.replace(responses.POST, search_url(CLOUD), json=page(issue("ACME-7", "Fix the login redirect, again")))
+    assert "Fix the login redirect, again" not in browser.get(PAGE).content.decode()  # cached
+    clock.advance(minutes=1)
+
+    post_delivery(Client(), delivery([1001], key="ACME-7", summary="Fix the login redirect, again"))
+    html = browser.get(PAGE).content.decode()
+
+    # The row marked changed shows the issue as it is now, not the copy cached before.
+    assert changed_rows(html) == ["ACME-7"]
+    assert re.search(r'data-changed="true">.*?<td>Fix the login redirect, again</td>', html, re.S)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
 import jwt
 import pytest
 
-from sandbox.config import DAY
+from sandbox.config import CLIENT_SECRET, DAY
 from sandbox.delivery import JWT_TTL, RETRY_SCHEDULE
 from sandbox.seed import ACME, ADA, ALAN, GLOBEX, GRACE
 from sandbox.testing import (
@@ -22,8 +21,6 @@ from sandbox.testing import (
     register_webhooks,
 )
 
-# Atlassian's client secrets are 64 characters; PyJWT warns about shorter HMAC keys.
-SECRET = "s" * 64
 SCALE = 0.001  # the ~30-minute retry schedule in about 2 seconds
 
 
@@ -35,8 +32,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture
 def ada(client: SandboxClient) -> str:
-    client.configure(client_secret=SECRET, delivery_retry_scale=SCALE, access_ttl=int(60 * DAY))
-    client.config = dataclasses.replace(client.config, client_secret=SECRET)
+    client.configure(delivery_retry_scale=SCALE, access_ttl=int(60 * DAY))
     return str(client.connect(account_id=ADA, scope=WEBHOOK_SCOPE)["access_token"])
 
 
@@ -50,7 +46,7 @@ def hook(jql: str = "project = ACME", *events: str, **extra: Any) -> dict[str, A
 
 
 def verify(token: str) -> dict[str, Any]:
-    claims: dict[str, Any] = jwt.decode(token, SECRET, algorithms=["HS256"], options={"require": ["iat", "exp"]})
+    claims: dict[str, Any] = jwt.decode(token, CLIENT_SECRET, algorithms=["HS256"], options={"require": ["iat", "exp"]})
     return claims
 
 
