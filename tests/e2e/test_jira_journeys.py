@@ -12,26 +12,12 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from integrations.models import JiraConnection
-from sandbox.seed import ADA, SITES, build_issues
-from tests.support.browser import Journey, off_the_browser_thread
+from sandbox.seed import ADA, SITES
+from tests.support.browser import ADA_NAME, Journey, ada_open_issue_keys, off_the_browser_thread
 
 pytestmark = pytest.mark.browser
 
-ADA_NAME = "Ada Lovelace"
 SITE_NAMES = [site.name for site in SITES]
-
-
-def ada_open_issue_keys() -> dict[str, list[str]]:
-    """Per project key: Ada's open issues, most recently updated first (the My Jira order)."""
-    issues = build_issues()
-    return {
-        site.project_key: [
-            issue.key
-            for issue in sorted(issues[site.cloud_id], key=lambda i: i.updated, reverse=True)
-            if issue.assignee_id == ADA and issue.status_category != "done"
-        ]
-        for site in SITES
-    }
 
 
 def connections_of(email: str) -> list[JiraConnection]:

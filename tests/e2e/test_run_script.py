@@ -25,7 +25,7 @@ from sandbox.config import CLIENT_ID, CLIENT_SECRET
 from sandbox.delivery import signed_headers
 from sandbox.seed import GRACE
 from sandbox.testing import approve, free_ports
-from tests.e2e.test_jira_journeys import ada_open_issue_keys
+from tests.support.browser import ada_open_issue_keys
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 SCRIPT = BASE_DIR / "scripts" / "run.py"

@@ -15,8 +15,7 @@ from playwright.sync_api import expect
 from integrations.models import JiraEvent, JiraSite
 from sandbox.seed import ACME, ADA, GRACE, SITES
 from sandbox.testing import deliveries, sandbox_webhooks
-from tests.e2e.test_jira_journeys import ADA_NAME, ada_open_issue_keys
-from tests.support.browser import Journey, off_the_browser_thread
+from tests.support.browser import ADA_NAME, Journey, ada_open_issue_keys, off_the_browser_thread
 from tests.support.webhooks import SCOPES_WITH_WEBHOOKS, token
 
 pytestmark = pytest.mark.browser

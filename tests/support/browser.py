@@ -19,6 +19,7 @@ from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from playwright.sync_api import Page
 
+from sandbox.seed import ADA, SITES, build_issues
 from sandbox.testing import SandboxClient
 from tests.support.secrets import assert_no_secrets, raw_rows
 
@@ -36,6 +37,21 @@ T = TypeVar("T")
 PASSWORD = "Zebra-Lamp-Orbit-77"
 # Playwright waits this long (ms) for a page or an element; a broken step fails fast.
 STEP_TIMEOUT_MS = 10_000
+# The sandbox's seeded user, as the journeys sign in with her.
+ADA_NAME = "Ada Lovelace"
+
+
+def ada_open_issue_keys() -> dict[str, list[str]]:
+    """Per project key: Ada's open issues, most recently updated first (the My Jira order)."""
+    issues = build_issues()
+    return {
+        site.project_key: [
+            issue.key
+            for issue in sorted(issues[site.cloud_id], key=lambda i: i.updated, reverse=True)
+            if issue.assignee_id == ADA and issue.status_category != "done"
+        ]
+        for site in SITES
+    }
 
 
 def chromium_path() -> str | None:
