@@ -63,7 +63,8 @@ WEBHOOK_PATH = "/integrations/jira/webhook/"
 WRK_SCRIPT = BASE_DIR / "bench" / "wrk_webhooks.lua"
 FIRST_WEBHOOK_ID = 70_000_000
 # As long as a real secret (PyJWT warns below 32 bytes), and not ours.
-FORGED_SECRET = "not-the-client-secret-but-as-long-as-one"  # noqa: S105
+FORGED_SECRET = "not-the-client-secret-but-as-long-as-one"
+ID_HEADER = "X-Atlassian-Webhook-Identifier"
 KINDS = ("fresh", "duplicate", "forged")
 _EXPECTED = {"fresh": 200, "duplicate": 200, "forged": 401}
 
@@ -186,13 +187,13 @@ def write_script_data(
 ) -> None:
     """The Lua table bench/wrk_webhooks.lua reads: headers (freshly signed, so the JWT
     lives JWT_TTL from now), bodies, and for duplicates (identifier, body index) pairs."""
-    identifier = "@@identifier@@"
-    headers = delivery_headers(identifier=identifier, forged=kind == "forged", retry=int(kind == "duplicate"))
+    # wrk_webhooks.lua sets the identifier of each request.
+    headers = delivery_headers(identifier="-", forged=kind == "forged", retry=int(kind == "duplicate"))
     lines = [
         f"kind = {_lua_string(kind)}",
         f"prefix = {_lua_string(prefix)}",
         "headers = {",
-        *(f"  [ {_lua_string(name)} ] = {_lua_string(value)}," for name, value in headers.items() if value != identifier),
+        *(f"  [ {_lua_string(name)} ] = {_lua_string(value)}," for name, value in headers.items() if name != ID_HEADER),
         "}",
         "bodies = {",
         *(f"  {_lua_string(body.decode())}," for body in bodies),
@@ -246,7 +247,9 @@ def _settled(*, quiet: float = 1.0, timeout: float = 15.0) -> tuple[int, int]:
     raise BenchError(f"JiraEvent rows still growing {timeout:.0f} s after wrk stopped")
 
 
-def _run_kinds(base: str, *, folder: Path, sites: Sequence[BenchSite], seconds: int, connections: int) -> dict[str, Any]:
+def _run_kinds(
+    base: str, *, folder: Path, sites: Sequence[BenchSite], seconds: int, connections: int
+) -> dict[str, dict[str, Any]]:
     bodies = delivery_bodies(sites)
     body_index = {site.pk: 2 * n + 1 for n, site in enumerate(sites)}
     prefix = f"bench-{uuid.uuid4().hex[:12]}"
