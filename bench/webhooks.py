@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.urls import reverse
 from django.utils import timezone
 
 from bench import load, seed
@@ -59,7 +60,6 @@ JIRA_CONNECTIONS = 1000
 MAX_REPLAYS = 5000
 # Jira answers its own deliveries within seconds; the portal's goal is one second.
 ANSWER_GOAL_MS = 1000.0
-WEBHOOK_PATH = "/integrations/jira/webhook/"
 WRK_SCRIPT = BASE_DIR / "bench" / "wrk_webhooks.lua"
 FIRST_WEBHOOK_ID = 70_000_000
 # As long as a real secret (PyJWT warns below 32 bytes), and not ours.
@@ -254,6 +254,7 @@ def _run_kinds(
     body_index = {site.pk: 2 * n + 1 for n, site in enumerate(sites)}
     prefix = f"bench-{uuid.uuid4().hex[:12]}"
     data = folder / "deliveries.lua"
+    url = f"{base}{reverse('jira-webhook')}"
     results: dict[str, dict[str, Any]] = {}
     for kind in KINDS:
         replays: list[tuple[str, int]] = []
@@ -264,9 +265,7 @@ def _run_kinds(
                 raise BenchError("no delivery was stored: nothing to replay")
         write_script_data(data, kind=kind, prefix=f"{prefix}-{kind}", bodies=bodies, replays=replays)
         before = _stored()
-        result, answers = _wrk(
-            f"{base}{WEBHOOK_PATH}", data=data, seconds=seconds, connections=connections, expected=_EXPECTED[kind]
-        )
+        result, answers = _wrk(url, data=data, seconds=seconds, connections=connections, expected=_EXPECTED[kind])
         after = _settled()
         results[kind] = {
             "load": result,
