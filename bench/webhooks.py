@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import connection as db_connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -90,14 +91,7 @@ class Answers:
 def seed_webhooks(*, connections: int) -> list[BenchSite]:
     """`connections` users, each with one connection, one site and both webhooks registered."""
     owners = seed.users(connections, prefix="hooks-")
-    grants = [
-        {
-            "account_id": f"bench-hooks-{n:06d}",
-            "access_token": seed.fake_token(900),
-            "refresh_token": seed.fake_token(600),
-        }
-        for n in range(connections)
-    ]
+    grants = seed.fake_grants(connections, prefix="bench-hooks-")
     rows = seed.connections(owners, grants, expires_at=timezone.now() + timedelta(minutes=50))
     sites = JiraSite.objects.bulk_create(
         (
@@ -247,8 +241,53 @@ def _settled(*, quiet: float = 1.0, timeout: float = 15.0) -> tuple[int, int]:
     raise BenchError(f"JiraEvent rows still growing {timeout:.0f} s after wrk stopped")
 
 
+def _process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a process on this machine, None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_snapshot(server: int) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of gunicorn's workers and of the PostgreSQL backends serving
+    them (every session on the bench database but ours). Per request, the CPU is a
+    figure that other work on a shared machine changes far less than throughput."""
+    workers = [
+        int(child)
+        for task in Path(f"/proc/{server}/task").glob("*")
+        for child in (task / "children").read_text().split()
+    ]
+    with db_connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        backends = [row[0] for row in cursor.fetchall()]
+    snapshot: dict[str, dict[int, float]] = {"gunicorn": {}, "postgres": {}}
+    for group, pids in (("gunicorn", workers), ("postgres", backends)):
+        for pid in pids:
+            cpu = _process_cpu(pid)
+            if cpu is not None:
+                snapshot[group][pid] = cpu
+    return snapshot
+
+
+def _cpu_per_request(
+    before: dict[str, dict[int, float]], after: dict[str, dict[int, float]], requests: int
+) -> dict[str, float]:
+    """Milliseconds of CPU per answered request, by group (a process that ended in
+    between is missed: gunicorn's workers and the pool's sessions live throughout)."""
+    return {
+        group: round(1000 * sum(cpu - before[group].get(pid, 0.0) for pid, cpu in after[group].items()) / requests, 2)
+        if requests
+        else 0.0
+        for group in after
+    }
+
+
 def _run_kinds(
-    base: str, *, folder: Path, sites: Sequence[BenchSite], seconds: int, connections: int
+    base: str, *, server: int, folder: Path, sites: Sequence[BenchSite], seconds: int, connections: int
 ) -> dict[str, dict[str, Any]]:
     bodies = delivery_bodies(sites)
     body_index = {site.pk: 2 * n + 1 for n, site in enumerate(sites)}
@@ -265,10 +304,12 @@ def _run_kinds(
                 raise BenchError("no delivery was stored: nothing to replay")
         write_script_data(data, kind=kind, prefix=f"{prefix}-{kind}", bodies=bodies, replays=replays)
         before = _stored()
+        cpu_before = _cpu_snapshot(server)
         result, answers = _wrk(url, data=data, seconds=seconds, connections=connections, expected=_EXPECTED[kind])
         after = _settled()
         results[kind] = {
             "load": result,
+            "cpu_ms": _cpu_per_request(cpu_before, _cpu_snapshot(server), result.requests),
             "answers": answers,
             "rows_before": before[0],
             "rows_after": after[0],
@@ -291,10 +332,14 @@ def measure(
             server = load.start_gunicorn(port, log=log)
             try:
                 base = f"http://127.0.0.1:{port}"
-                results = _run_kinds(base, folder=folder, sites=sites, seconds=seconds, connections=connections)
+                results = _run_kinds(
+                    base, server=server.pid, folder=folder, sites=sites, seconds=seconds, connections=connections
+                )
+                cpu_before = _cpu_snapshot(server.pid)
                 healthz = load.load(
                     f"{base}/healthz", cookie_name="", cookie="", seconds=seconds, connections=connections
                 )
+                healthz_cpu = _cpu_per_request(cpu_before, _cpu_snapshot(server.pid), healthz.requests)
             finally:
                 server.terminate()
                 server.wait(timeout=30)
@@ -303,7 +348,14 @@ def measure(
     if failures:
         raise BenchError("the portal logged errors under load:\n" + "\n".join(failures[:20]))
     _check(results, healthz, connections=connections)
-    outcome = _outcome(results, healthz, seconds=seconds, connections=connections, jira_connections=jira_connections)
+    outcome = _outcome(
+        results,
+        healthz,
+        healthz_cpu,
+        seconds=seconds,
+        connections=connections,
+        jira_connections=jira_connections,
+    )
     outcome.data["portal_log_lines"] = len(log_lines)
     return outcome
 
@@ -336,17 +388,27 @@ def _check(results: dict[str, dict[str, Any]], healthz: LoadResult, *, connectio
 
 
 def _outcome(
-    results: dict[str, dict[str, Any]], healthz: LoadResult, *, seconds: int, connections: int, jira_connections: int
+    results: dict[str, dict[str, Any]],
+    healthz: LoadResult,
+    healthz_cpu: dict[str, float],
+    *,
+    seconds: int,
+    connections: int,
+    jira_connections: int,
 ) -> Outcome:
-    def figures(result: LoadResult) -> str:
+    def figures(result: LoadResult, cpu: dict[str, float]) -> str:
         return (
             f"{result.requests_per_second:.0f}/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms,"
-            f" max {result.max_ms:.0f} ms"
+            f" max {result.max_ms:.0f} ms; CPU {cpu['gunicorn']:.1f} + {cpu['postgres']:.1f} ms"
         )
+
+    def total(cpu: dict[str, float]) -> float:
+        return cpu["gunicorn"] + cpu["postgres"]
 
     fresh = results["fresh"]
     fresh_load: LoadResult = fresh["load"]
     share = fresh_load.requests_per_second / healthz.requests_per_second if healthz.requests_per_second else 0.0
+    cpu_ratio = total(fresh["cpu_ms"]) / total(healthz_cpu) if total(healthz_cpu) else 0.0
     worst_p99 = max(found["load"].p99_ms for found in results.values())
     labels = {
         "fresh": "fresh deliveries (200 stored)",
@@ -355,12 +417,12 @@ def _outcome(
     }
     outcome = Outcome("webhooks")
     outcome.rows = [
-        Row(labels[kind], figures(found["load"]), f"{found['answers'].expected} answers")
+        Row(labels[kind], figures(found["load"], found["cpu_ms"]), f"{found['answers'].expected} answers")
         for kind, found in results.items()
     ]
     outcome.rows += [
-        Row("/healthz (baseline)", figures(healthz), f"wrk, {connections} connections, {seconds} s"),
-        Row("fresh / healthz throughput", f"{share:.0%}"),
+        Row("/healthz (baseline)", figures(healthz, healthz_cpu), f"wrk, {connections} connections, {seconds} s"),
+        Row("fresh / healthz: throughput, CPU per request", f"{share:.0%}, {cpu_ratio:.1f}x"),
         Row("p99 of every kind", f"{worst_p99:.1f} ms", f"< {ANSWER_GOAL_MS:.0f} ms", worst_p99 < ANSWER_GOAL_MS),
     ]
     outcome.data = {
@@ -378,14 +440,16 @@ def _outcome(
                 "answers": asdict(found["answers"]),
                 # wrk's errors count the 401s too: these are failed connects, writes, timeouts.
                 "socket_errors": found["load"].errors - found["load"].not_200,
+                "cpu_ms_per_request": found["cpu_ms"],
                 "jira_events_before": found["rows_before"],
                 "jira_events_after": found["rows_after"],
             }
             for kind, found in results.items()
         },
         "fresh_stored_unanswered": fresh["rows_after"] - fresh["answers"].stored,
-        "healthz": asdict(healthz),
+        "healthz": {**asdict(healthz), "cpu_ms_per_request": healthz_cpu},
         "fresh_vs_healthz": round(share, 3),
+        "fresh_vs_healthz_cpu": round(cpu_ratio, 2),
         "answer_goal_ms": ANSWER_GOAL_MS,
         "p99_goal_met": worst_p99 < ANSWER_GOAL_MS,
     }
