@@ -36,14 +36,7 @@ def seed_idle(*, count: int) -> None:
     rng = random.Random(20261128)
     now = timezone.now()
     owners = seed.users(count, prefix="idle-")
-    grants = [
-        {
-            "account_id": f"557058:idle-{n:06d}",
-            "access_token": seed.fake_token(900),
-            "refresh_token": seed.fake_token(600),
-        }
-        for n in range(count)
-    ]
+    grants = seed.fake_grants(count, prefix="557058:idle-")
     expires: list[datetime | None] = []
     statuses: list[str] = []
     retry: list[datetime | None] = []

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 
@@ -56,7 +56,8 @@ def fetch(url: str, *, cookie: str = "") -> tuple[int, str]:
         return exc.code, ""
 
 
-def start_gunicorn(port: int) -> subprocess.Popen[bytes]:
+def start_gunicorn(port: int, *, log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+    """gunicorn on `port`; its output (the portal's log) goes to `log`, else to ours."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -71,6 +72,8 @@ def start_gunicorn(port: int) -> subprocess.Popen[bytes]:
             "warning",
         ],
         cwd=BASE_DIR,
+        stdout=log,
+        stderr=log,
     )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -99,7 +102,8 @@ def parse_wrk(output: str) -> LoadResult:
     total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", output)
     p50 = re.search(r"^\s*50%\s+(\S+)", output, re.MULTILINE)
     p99 = re.search(r"^\s*99%\s+(\S+)", output, re.MULTILINE)
-    if not (rate and total and p50 and p99):
+    slowest = re.search(r"^\s*Latency\s+\S+\s+\S+\s+(\S+)", output, re.MULTILINE)
+    if not (rate and total and p50 and p99 and slowest):
         raise BenchError(f"unreadable wrk output:\n{output}")
     # bench/wrk_status.lua counts every answer other than 200, redirects included.
     not_200 = re.search(r"Not-200 responses:\s*(\d+)", output)
@@ -121,6 +125,7 @@ def parse_wrk(output: str) -> LoadResult:
         requests_per_second=float(rate.group(1)),
         p50_ms=_ms(p50.group(1)),
         p99_ms=_ms(p99.group(1)),
+        max_ms=_ms(slowest.group(1)),
     )
 
 

@@ -28,6 +28,7 @@ class LoadResult:
     requests_per_second: float
     p50_ms: float
     p99_ms: float
+    max_ms: float = 0.0
 
 
 def run(url: str, *, cookies: dict[str, str], headers: dict[str, str], connections: int, seconds: float) -> LoadResult:
@@ -74,4 +75,5 @@ def run(url: str, *, cookies: dict[str, str], headers: dict[str, str], connectio
         requests_per_second=len(latencies) / elapsed,
         p50_ms=1000 * percentile(latencies, 0.50),
         p99_ms=1000 * percentile(latencies, 0.99),
+        max_ms=1000 * max(latencies, default=0.0),
     )

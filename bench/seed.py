@@ -34,6 +34,14 @@ def fake_token(size: int) -> str:
     return f"eyJraWQiOiJiZW5jaCJ9.{secrets.token_urlsafe(size)}.{secrets.token_urlsafe(256)}"
 
 
+def fake_grants(count: int, *, prefix: str) -> list[dict[str, Any]]:
+    """Grant look-alikes for connections that never call Atlassian (account ids PREFIXnnnnnn)."""
+    return [
+        {"account_id": f"{prefix}{n:06d}", "access_token": fake_token(900), "refresh_token": fake_token(600)}
+        for n in range(count)
+    ]
+
+
 def connections(
     owners: Sequence[User],
     grants: Sequence[dict[str, Any]],

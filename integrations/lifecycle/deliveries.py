@@ -22,7 +22,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from integrations import atlassian, clock
 from integrations.lifecycle.events import prune_before
-from integrations.models import JiraConnection, JiraEvent, JiraSite, JiraWebhook
+from integrations.models import JiraEvent, JiraSite, JiraWebhook
 from integrations.signals import jira_event_received
 from monitoring.models import Kind
 from monitoring.recorder import count_event
@@ -54,6 +54,15 @@ def delivery_receive(
     return result
 
 
+@dataclass(frozen=True)
+class _Target:
+    """A site the delivery matched, and its webhook rows that matched."""
+
+    connection_id: int
+    site_id: int
+    row_ids: list[int]
+
+
 def _receive(*, authorization: str | None, identifier: str | None, retry: str | None, body: bytes) -> DeliveryResult:
     atlassian.verify_jwt(authorization=authorization)
     event = atlassian.parse_delivery(identifier=identifier, retry=retry, body=body)
@@ -62,14 +71,15 @@ def _receive(*, authorization: str | None, identifier: str | None, retry: str | 
         logger.info("Jira delivery %s matched no webhook we track (%s)", event.identifier, event.event_type)
         return DeliveryResult(stored=0, duplicates=0, matched=0)
     now = clock.now()
-    stored: list[tuple[JiraConnection, JiraSite]] = []
+    stored: list[_Target] = []
     duplicates = 0
-    for connection, site, _rows in targets:
+    for target in targets:
         try:
+            # The event and its webhooks' count commit together: one WAL flush, not two.
             with transaction.atomic():
                 JiraEvent.objects.create(
-                    connection=connection,
-                    site=site,
+                    connection_id=target.connection_id,
+                    site_id=target.site_id,
                     identifier=event.identifier,
                     event_type=event.event_type,
                     issue_key=event.issue_key,
@@ -79,24 +89,15 @@ def _receive(*, authorization: str | None, identifier: str | None, retry: str | 
                     occurred_at=event.occurred_at,
                     created_at=now,
                 )
+                JiraWebhook.objects.filter(pk__in=target.row_ids).update(
+                    last_delivery_at=now, delivery_count=F("delivery_count") + 1
+                )
         except IntegrityError:
             duplicates += 1
             continue
-        stored.append((connection, site))
-    row_ids = [row_id for connection, site, rows in targets if (connection, site) in stored for row_id in rows]
-    if row_ids:
-        JiraWebhook.objects.filter(pk__in=row_ids).update(last_delivery_at=now, delivery_count=F("delivery_count") + 1)
-    for connection, site in stored:
-        for receiver, response in jira_event_received.send_robust(
-            sender=JiraEvent, connection=connection, site=site, event=event
-        ):
-            if isinstance(response, Exception):
-                logger.error(
-                    "A jira_event_received receiver (%s) failed on delivery %s: %s",
-                    getattr(receiver, "__qualname__", receiver),
-                    event.identifier,
-                    type(response).__name__,
-                )
+        stored.append(target)
+    if stored and jira_event_received.has_listeners(JiraEvent):
+        _announce(stored, event)
     logger.info(
         "Jira delivery %s (%s %s): stored for %d site(s), %d duplicate(s)%s",
         event.identifier,
@@ -109,28 +110,50 @@ def _receive(*, authorization: str | None, identifier: str | None, retry: str | 
     return DeliveryResult(stored=len(stored), duplicates=duplicates, matched=len(targets))
 
 
+def _announce(stored: list[_Target], event: atlassian.DeliveryEvent) -> None:
+    """jira_event_received for every stored site. Its rows are loaded here, only when
+    someone listens: building them was most of the CPU time of a delivery."""
+    sites = (
+        JiraSite.objects.filter(pk__in=[target.site_id for target in stored])
+        .select_related("connection")
+        .defer("connection__access_token", "connection__refresh_token")
+    )
+    for site in sites:
+        for receiver, response in jira_event_received.send_robust(
+            sender=JiraEvent, connection=site.connection, site=site, event=event
+        ):
+            if isinstance(response, Exception):
+                logger.error(
+                    "A jira_event_received receiver (%s) failed on delivery %s: %s",
+                    getattr(receiver, "__qualname__", receiver),
+                    event.identifier,
+                    type(response).__name__,
+                )
+
+
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
 
 
-def _targets(event: atlassian.DeliveryEvent) -> list[tuple[JiraConnection, JiraSite, list[int]]]:
-    """(connection, site, webhook row ids) for every site the delivery matched."""
+def _targets(event: atlassian.DeliveryEvent) -> list[_Target]:
+    """Every site the delivery matched, by its webhook rows' ids only."""
     if not event.webhook_ids:
         return []
     rows = list(
-        JiraWebhook.objects.filter(webhook_id__in=event.webhook_ids)
-        .select_related("site", "connection")
-        .defer("connection__access_token", "connection__refresh_token")
+        JiraWebhook.objects.filter(webhook_id__in=event.webhook_ids).values_list(
+            "pk", "connection_id", "site_id", "site__cloud_id", "site__url"
+        )
     )
-    if len({row.site.cloud_id for row in rows}) > 1:
+    if len({cloud_id for *_, cloud_id, _url in rows}) > 1:
         # Webhook ids are Jira's per site: the same id on two sites is told apart by the
         # site the issue lives on. Nothing is stored when that cannot be decided.
         origin = _origin(event.issue_self)
-        rows = [row for row in rows if origin and _origin(row.site.url) == origin]
-    targets: dict[int, tuple[JiraConnection, JiraSite, list[int]]] = {}
-    for row in rows:
-        targets.setdefault(row.site_id, (row.connection, row.site, []))[2].append(row.pk)
+        rows = [row for row in rows if origin and _origin(row[4]) == origin]
+    targets: dict[int, _Target] = {}
+    for pk, connection_id, site_id, _cloud_id, _url in rows:
+        target = targets.setdefault(site_id, _Target(connection_id=connection_id, site_id=site_id, row_ids=[]))
+        target.row_ids.append(pk)
     return list(targets.values())
 
 

@@ -12,8 +12,10 @@ from typing import Any
 import jwt
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection as db_connection
 from django.db import transaction
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -72,6 +74,7 @@ def test_a_signed_delivery_is_stored_counted_and_announced(
     assert row.last_delivery_at == event.created_at
     [call] = received
     assert call["connection"].pk == hooked.pk
+    assert {"access_token", "refresh_token"} <= call["connection"].get_deferred_fields()
     assert call["site"].pk == only_site(hooked).pk
     assert call["event"].issue_key == "ACME-7"
     assert call["event"].payload["matchedWebhookIds"] == [1001]
@@ -87,6 +90,20 @@ def test_a_retry_of_a_stored_delivery_gets_200_and_stores_nothing_new(
     assert JiraEvent.objects.count() == 1
     assert len(received) == 1
     assert JiraWebhook.objects.get(webhook_id=1001).delivery_count == 1
+
+
+def test_with_nobody_listening_a_delivery_reads_only_webhook_rows_and_writes_event_and_count_together(
+    client: Client, hooked: JiraConnection
+) -> None:
+    with CaptureQueriesContext(db_connection) as captured:
+        response = post_delivery(client, delivery([1001, 1002]))
+
+    assert response.status_code == 200
+    statements = [query["sql"].split(" ", 1)[0] for query in captured.captured_queries]
+    # One read; the connection's row (tokens and all) is not built for nobody.
+    assert statements == ["SELECT", "SAVEPOINT", "INSERT", "UPDATE", "RELEASE"]
+    assert "integrations_jiraconnection" not in captured.captured_queries[0]["sql"]
+    assert set(JiraWebhook.objects.values_list("delivery_count", flat=True)) == {1}
 
 
 def test_a_delivery_matching_both_webhooks_of_a_site_is_one_event(client: Client, hooked: JiraConnection) -> None:
