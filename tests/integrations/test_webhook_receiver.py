@@ -92,18 +92,40 @@ def test_a_retry_of_a_stored_delivery_gets_200_and_stores_nothing_new(
     assert JiraWebhook.objects.get(webhook_id=1001).delivery_count == 1
 
 
+def statements_of_one_delivery(client: Client) -> list[str]:
+    with CaptureQueriesContext(db_connection) as captured:
+        response = post_delivery(client, delivery([1001, 1002]))
+    assert response.status_code == 200
+    assert "integrations_jiraconnection" not in captured.captured_queries[0]["sql"]
+    for query in captured.captured_queries:
+        assert '"access_token"' not in query["sql"]
+        assert '"refresh_token"' not in query["sql"]
+    return [query["sql"].split(" ", 1)[0] for query in captured.captured_queries]
+
+
 def test_with_nobody_listening_a_delivery_reads_only_webhook_rows_and_writes_event_and_count_together(
     client: Client, hooked: JiraConnection
 ) -> None:
-    with CaptureQueriesContext(db_connection) as captured:
-        response = post_delivery(client, delivery([1001, 1002]))
+    from integrations.myjira.receivers import forget_cached_issues
 
-    assert response.status_code == 200
-    statements = [query["sql"].split(" ", 1)[0] for query in captured.captured_queries]
-    # One read; the connection's row (tokens and all) is not built for nobody.
+    jira_event_received.disconnect(dispatch_uid="myjira-issues-cache-forget")
+    try:
+        statements = statements_of_one_delivery(client)
+    finally:
+        jira_event_received.connect(forget_cached_issues, dispatch_uid="myjira-issues-cache-forget")
+
+    # One read; the connection's row is not built for nobody.
     assert statements == ["SELECT", "SAVEPOINT", "INSERT", "UPDATE", "RELEASE"]
-    assert "integrations_jiraconnection" not in captured.captured_queries[0]["sql"]
     assert set(JiraWebhook.objects.values_list("delivery_count", flat=True)) == {1}
+
+
+def test_listeners_get_the_site_and_connection_from_one_more_read_without_tokens(
+    client: Client, hooked: JiraConnection
+) -> None:
+    statements = statements_of_one_delivery(client)
+
+    # Then My Jira's listener drops the user's cached issues (the cache is the database's).
+    assert statements[:6] == ["SELECT", "SAVEPOINT", "INSERT", "UPDATE", "RELEASE", "SELECT"]
 
 
 def test_a_delivery_matching_both_webhooks_of_a_site_is_one_event(client: Client, hooked: JiraConnection) -> None:
