@@ -39,7 +39,8 @@ def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 def claim(size: int, *, branch: int = EXPIRY_BRANCH, **options: Any) -> tuple[uuid.UUID, list[int]]:
     claim_id = uuid.uuid4()
-    return claim_id, claim_due(rule=DEFAULT_RULE, branch=branch, size=size, claim=claim_id, **options)
+    rows = claim_due(rule=DEFAULT_RULE, branch=branch, size=size, claim=claim_id, **options)
+    return claim_id, [row.connection_id for row in rows]
 
 
 def due(make_connection: ConnectionFactory, user: User, frozen: FakeClock, count: int, **values: Any) -> list[int]:
@@ -132,13 +133,14 @@ class TestClaimDue:
         mocked: responses.RequestsMock,
     ) -> None:
         (pk,) = due(make_connection, alice, frozen, 1)
-        claim_id, claimed = claim(1)
+        claim_id = uuid.uuid4()
+        (claimed,) = claim_due(rule=DEFAULT_RULE, branch=EXPIRY_BRANCH, size=1, claim=claim_id)
         mocked.post(TOKEN_URL, json=token_reply(1))
 
-        result = connection_refresh_claimed(connection_id=pk, claim=claim_id)
+        result = connection_refresh_claimed(row=claimed, claim=claim_id)
 
         row = JiraConnection.objects.get(pk=pk)
-        assert (claimed, result.outcome) == ([pk], RefreshOutcome.REFRESHED)
+        assert (claimed.connection_id, result.outcome) == (pk, RefreshOutcome.REFRESHED)
         assert (row.version, row.claim_id, row.claimed_until, row.access_token) == (
             2,
             None,
@@ -172,7 +174,7 @@ def test_two_claimers_never_get_the_same_row(
         try:
             start.wait(10)
             while batch := claim_due(rule=DEFAULT_RULE, branch=EXPIRY_BRANCH, size=7, claim=uuid.uuid4()):
-                taken[n] += batch
+                taken[n] += [row.connection_id for row in batch]
         finally:
             connections.close_all()
 
@@ -202,7 +204,8 @@ def test_a_row_locked_by_another_transaction_is_skipped_without_waiting(
 
     def other_claimer() -> None:
         try:
-            claimed.extend(claim_due(rule=DEFAULT_RULE, branch=EXPIRY_BRANCH, size=10, claim=uuid.uuid4()))
+            rows = claim_due(rule=DEFAULT_RULE, branch=EXPIRY_BRANCH, size=10, claim=uuid.uuid4())
+            claimed.extend(row.connection_id for row in rows)
         finally:
             connections.close_all()
 
