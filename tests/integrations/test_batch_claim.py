@@ -19,6 +19,7 @@ from accounts.models import User
 from integrations.lifecycle.due import DEFAULT_RULE
 from integrations.lifecycle.refresh import (
     CLAIM_LEASE,
+    BatchClaimer,
     RefreshOutcome,
     claim_due,
     connection_refresh_claimed,
@@ -148,6 +149,18 @@ class TestClaimDue:
             "new-access-1-secret",
         )
 
+    def test_a_claimer_reused_across_claims_takes_what_has_become_due_since(
+        self, alice: User, make_connection: ConnectionFactory, frozen: FakeClock
+    ) -> None:
+        later = make_connection(alice, access_token_expires_at=frozen.now() + timedelta(hours=1)).pk
+        claimer = BatchClaimer(rule=DEFAULT_RULE)
+
+        first = claimer.claim(branch=EXPIRY_BRANCH, size=10, claim=uuid.uuid4())
+        frozen.advance(hours=1)
+        second = claimer.claim(branch=EXPIRY_BRANCH, size=10, claim=uuid.uuid4())
+
+        assert ([row.connection_id for row in first], [row.connection_id for row in second]) == ([], [later])
+
 
 @pytest.fixture
 def threads_close_connections() -> Iterator[list[threading.Thread]]:
@@ -219,6 +232,42 @@ def test_a_row_locked_by_another_transaction_is_skipped_without_waiting(
         assert not thread.is_alive(), "the claim waited for the lock instead of skipping the row"
 
     assert claimed == [free]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_claim_reads_the_rows_so_their_refresh_sends_only_the_store(
+    alice: User,
+    make_connection: ConnectionFactory,
+    frozen: FakeClock,
+    mocked: responses.RequestsMock,
+) -> None:
+    connection = make_connection(alice, access_token_expires_at=frozen.now() - timedelta(minutes=1))
+    claim_id = uuid.uuid4()
+    (claimed,) = claim_due(rule=DEFAULT_RULE, branch=EXPIRY_BRANCH, size=1, claim=claim_id)
+    held: list[bool] = []
+
+    def token_endpoint(request: Any) -> tuple[int, dict[str, str], str]:
+        held.append(db_connection.connection is not None)
+        return 200, {}, json.dumps(token_reply(1))
+
+    mocked.add_callback(responses.POST, TOKEN_URL, callback=token_endpoint)
+
+    sent: list[str] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        # Unlike CaptureQueriesContext, opens no connection of its own.
+        sent.append(sql.split(None, 1)[0])
+        return execute(sql, params, many, context)
+
+    with db_connection.execute_wrapper(record):
+        result = connection_refresh_claimed(row=claimed, claim=claim_id)
+
+    assert (claimed.refresh_token, claimed.version) == (connection.refresh_token, connection.version)
+    assert connection.refresh_token not in repr(claimed)
+    assert (result.outcome, held) == (RefreshOutcome.REFRESHED, [False])
+    assert sent == ["UPDATE"]
+    assert fresh(connection).refresh_token == "new-refresh-1-secret"
 
 
 @pytest.mark.django_db(transaction=True)
