@@ -16,16 +16,18 @@ PostgreSQL alike, without holding a transaction open during HTTP:
 A crashed worker's claim lapses after CLAIM_LEASE, well inside Atlassian's 10-minute
 reuse leeway, so the next run retries with the same refresh token safely.
 
-On PostgreSQL the scheduled run claims in batches instead (claim_due: UPDATE … WHERE id
-IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED) RETURNING id), so overlapping runs split
-the due set rather than each trying every connection; steps 2-4 are the same.
+On PostgreSQL the scheduled run claims in batches instead (BatchClaimer: UPDATE … WHERE
+id IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED) RETURNING the row), so overlapping runs
+split the due set rather than each trying every connection; the RETURNING is step 2's
+read, and steps 3-4 are the same.
 
 No step holds a database connection while Atlassian answers: the path hands it back
 (to the pool, on PostgreSQL) after the read and again at the end.
 
 Entry points, one per caller:
 - connection_refresh_if_due: the scheduled run (lifecycle.run), one connection at a time;
-- claim_due + connection_refresh_claimed: the scheduled run on PostgreSQL, in batches;
+- BatchClaimer (claim_due for one claim) + connection_refresh_claimed: the scheduled run
+  on PostgreSQL, in batches;
 - connection_refresh_now: staff's "Refresh now" (admin), unconditional, audited;
 - connection_refresh_for_access: the access path (lifecycle.access), when the token
   is about to expire or Jira rejected it.
