@@ -225,7 +225,10 @@ def recommend(sweep: Sequence[dict[str, Any]]) -> int:
 
 # (label, [(file suffix, function name), ...]): cumulative CPU per refresh of each step.
 STEPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("claim: batch UPDATE … SKIP LOCKED (PostgreSQL)", (("integrations/lifecycle/refresh.py", "claim_due"),)),
+    (
+        "claim and read: batch UPDATE … SKIP LOCKED RETURNING (PostgreSQL)",
+        (("integrations/lifecycle/refresh.py", "claim"),),
+    ),
     ("claim: one-row UPDATE (SQLite path)", (("integrations/lifecycle/refresh.py", "_claim"),)),
     (
         "pool: check out (with its health check) and return",
@@ -234,9 +237,9 @@ STEPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("token call (HTTP + JSON + TokenSet)", (("integrations/lifecycle/refresh.py", "_call_refresh"),)),
     ("store rotated pair: CAS UPDATE", (("integrations/lifecycle/refresh.py", "_update_surviving_outage"),)),
     ("audit event INSERT", (("integrations/lifecycle/events.py", "event_record"),)),
-    ("connection read: SELECT (tokens decrypted)", (("django/db/models/query.py", "get"),)),
+    ("connection read after a one-row claim: SELECT (SQLite path)", (("integrations/lifecycle/refresh.py", "_read"),)),
     ("due query (once per run)", (("integrations/lifecycle/due.py", "connections_due"),)),
-    ("Fernet decrypt (2 tokens per row read)", (("integrations/fields.py", "from_db_value"),)),
+    ("Fernet decrypt (the refresh token of each row read)", (("integrations/fields.py", "from_db_value"),)),
     ("Fernet encrypt (2 tokens per write)", (("fernet_fields/fields.py", "get_db_prep_save"),)),
     # Two separate ORM costs: filter() turning Q objects into a WHERE tree, then the
     # compiler turning the tree into SQL text.

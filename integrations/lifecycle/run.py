@@ -7,9 +7,10 @@ old audit events (lifecycle.events), keeps Jira webhooks alive (lifecycle.webhoo
 prunes received Jira events (lifecycle.deliveries). Any number of these runs may overlap, in threads,
 processes or hosts: the claim keeps each connection's refresh to one worker.
 
-On PostgreSQL the run claims due connections in batches (refresh.claim_due, SKIP
+On PostgreSQL the run claims due connections in batches (refresh.BatchClaimer, SKIP
 LOCKED), as many at a time as it has idle workers, so overlapping runs split the due
-set. On SQLite it reads the due list and claims each connection as a worker reaches it.
+set; the claim reads the claimed rows too. On SQLite it reads the due list and claims
+each connection as a worker reaches it.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ from integrations.lifecycle.due import (
 )
 from integrations.lifecycle.events import events_prune
 from integrations.lifecycle.refresh import (
+    BatchClaimer,
+    ClaimedRow,
     RefreshOutcome,
     RefreshResult,
-    claim_due,
     connection_refresh_claimed,
     connection_refresh_if_due,
     connection_release,
@@ -325,7 +327,7 @@ class _ClaimingRun(_Run):
     def __init__(self, *, options: RunOptions, progress: Progress | None, due_estimate: int) -> None:
         super().__init__(options=options, progress=progress, due=0)
         self.total = due_estimate
-        self.claimed: queue.SimpleQueue[tuple[int, uuid.UUID] | None] = queue.SimpleQueue()
+        self.claimed: queue.SimpleQueue[tuple[ClaimedRow, uuid.UUID] | None] = queue.SimpleQueue()
         self.busy = 0
         self.idle_worker = threading.Condition(self.lock)
 
@@ -333,15 +335,13 @@ class _ClaimingRun(_Run):
         while (item := self.claimed.get()) is not None:
             self._take(*item)
 
-    def _take(self, connection_id: int, claim: uuid.UUID) -> None:
+    def _take(self, row: ClaimedRow, claim: uuid.UUID) -> None:
         try:
             if self.stop.is_set():
                 # Claimed but never started: free it now rather than in 2 minutes.
-                connection_release(connection_id=connection_id, claim=claim)
+                connection_release(connection_id=row.connection_id, claim=claim)
             else:
-                self._attempt(
-                    connection_id, partial(connection_refresh_claimed, connection_id=connection_id, claim=claim)
-                )
+                self._attempt(row.connection_id, partial(connection_refresh_claimed, row=row, claim=claim))
         finally:
             with self.idle_worker:
                 self.busy -= 1
@@ -371,28 +371,22 @@ class _ClaimingRun(_Run):
     def _feed(self, workers: int, *, inline: bool) -> None:
         options = self.options
         branches = list(range(len(options.rule.branches(now=clock.now()))))
+        claimer = BatchClaimer(rule=options.rule, ignore_backoff=options.ignore_backoff, user_email=options.user_email)
         while branches and (size := self._room(workers)):
             claim = uuid.uuid4()
-            ids = claim_due(
-                rule=options.rule,
-                branch=branches[0],
-                size=size,
-                claim=claim,
-                ignore_backoff=options.ignore_backoff,
-                user_email=options.user_email,
-            )
+            rows = claimer.claim(branch=branches[0], size=size, claim=claim)
             with self.lock:
                 self.summary.claim_statements += 1
-                self.summary.due += len(ids)
-                self.busy += len(ids)
-            if not ids:
+                self.summary.due += len(rows)
+                self.busy += len(rows)
+            if not rows:
                 # Nothing due and free left in this branch: what the other runs hold is theirs.
                 branches.pop(0)
-            for pk in ids:
+            for row in rows:
                 if inline:
-                    self._take(pk, claim)
+                    self._take(row, claim)
                 else:
-                    self.claimed.put((pk, claim))
+                    self.claimed.put((row, claim))
 
     def run(self, *, workers: int) -> RunSummary:
         if workers == 1:

@@ -19,6 +19,7 @@ from accounts.models import User
 from integrations.lifecycle.due import DEFAULT_RULE
 from integrations.lifecycle.refresh import (
     CLAIM_LEASE,
+    BatchClaimer,
     RefreshOutcome,
     claim_due,
     connection_refresh_claimed,
@@ -39,7 +40,8 @@ def frozen(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 def claim(size: int, *, branch: int = EXPIRY_BRANCH, **options: Any) -> tuple[uuid.UUID, list[int]]:
     claim_id = uuid.uuid4()
-    return claim_id, claim_due(rule=DEFAULT_RULE, branch=branch, size=size, claim=claim_id, **options)
+    rows = claim_due(rule=DEFAULT_RULE, branch=branch, size=size, claim=claim_id, **options)
+    return claim_id, [row.connection_id for row in rows]
 
 
 def due(make_connection: ConnectionFactory, user: User, frozen: FakeClock, count: int, **values: Any) -> list[int]:
@@ -132,19 +134,32 @@ class TestClaimDue:
         mocked: responses.RequestsMock,
     ) -> None:
         (pk,) = due(make_connection, alice, frozen, 1)
-        claim_id, claimed = claim(1)
+        claim_id = uuid.uuid4()
+        (claimed,) = claim_due(rule=DEFAULT_RULE, branch=EXPIRY_BRANCH, size=1, claim=claim_id)
         mocked.post(TOKEN_URL, json=token_reply(1))
 
-        result = connection_refresh_claimed(connection_id=pk, claim=claim_id)
+        result = connection_refresh_claimed(row=claimed, claim=claim_id)
 
         row = JiraConnection.objects.get(pk=pk)
-        assert (claimed, result.outcome) == ([pk], RefreshOutcome.REFRESHED)
+        assert (claimed.connection_id, result.outcome) == (pk, RefreshOutcome.REFRESHED)
         assert (row.version, row.claim_id, row.claimed_until, row.access_token) == (
             2,
             None,
             None,
             "new-access-1-secret",
         )
+
+    def test_a_claimer_reused_across_claims_takes_what_has_become_due_since(
+        self, alice: User, make_connection: ConnectionFactory, frozen: FakeClock
+    ) -> None:
+        later = make_connection(alice, access_token_expires_at=frozen.now() + timedelta(hours=1)).pk
+        claimer = BatchClaimer(rule=DEFAULT_RULE)
+
+        first = claimer.claim(branch=EXPIRY_BRANCH, size=10, claim=uuid.uuid4())
+        frozen.advance(hours=1)
+        second = claimer.claim(branch=EXPIRY_BRANCH, size=10, claim=uuid.uuid4())
+
+        assert ([row.connection_id for row in first], [row.connection_id for row in second]) == ([], [later])
 
 
 @pytest.fixture
@@ -172,7 +187,7 @@ def test_two_claimers_never_get_the_same_row(
         try:
             start.wait(10)
             while batch := claim_due(rule=DEFAULT_RULE, branch=EXPIRY_BRANCH, size=7, claim=uuid.uuid4()):
-                taken[n] += batch
+                taken[n] += [row.connection_id for row in batch]
         finally:
             connections.close_all()
 
@@ -202,7 +217,8 @@ def test_a_row_locked_by_another_transaction_is_skipped_without_waiting(
 
     def other_claimer() -> None:
         try:
-            claimed.extend(claim_due(rule=DEFAULT_RULE, branch=EXPIRY_BRANCH, size=10, claim=uuid.uuid4()))
+            rows = claim_due(rule=DEFAULT_RULE, branch=EXPIRY_BRANCH, size=10, claim=uuid.uuid4())
+            claimed.extend(row.connection_id for row in rows)
         finally:
             connections.close_all()
 
@@ -216,6 +232,42 @@ def test_a_row_locked_by_another_transaction_is_skipped_without_waiting(
         assert not thread.is_alive(), "the claim waited for the lock instead of skipping the row"
 
     assert claimed == [free]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_claim_reads_the_rows_so_their_refresh_sends_only_the_store(
+    alice: User,
+    make_connection: ConnectionFactory,
+    frozen: FakeClock,
+    mocked: responses.RequestsMock,
+) -> None:
+    connection = make_connection(alice, access_token_expires_at=frozen.now() - timedelta(minutes=1))
+    claim_id = uuid.uuid4()
+    (claimed,) = claim_due(rule=DEFAULT_RULE, branch=EXPIRY_BRANCH, size=1, claim=claim_id)
+    held: list[bool] = []
+
+    def token_endpoint(request: Any) -> tuple[int, dict[str, str], str]:
+        held.append(db_connection.connection is not None)
+        return 200, {}, json.dumps(token_reply(1))
+
+    mocked.add_callback(responses.POST, TOKEN_URL, callback=token_endpoint)
+
+    sent: list[str] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        # Unlike CaptureQueriesContext, opens no connection of its own.
+        sent.append(sql.split(None, 1)[0])
+        return execute(sql, params, many, context)
+
+    with db_connection.execute_wrapper(record):
+        result = connection_refresh_claimed(row=claimed, claim=claim_id)
+
+    assert (claimed.refresh_token, claimed.version) == (connection.refresh_token, connection.version)
+    assert connection.refresh_token not in repr(claimed)
+    assert (result.outcome, held) == (RefreshOutcome.REFRESHED, [False])
+    assert sent == ["UPDATE"]
+    assert fresh(connection).refresh_token == "new-refresh-1-secret"
 
 
 @pytest.mark.django_db(transaction=True)

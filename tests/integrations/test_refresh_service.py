@@ -14,7 +14,7 @@ import responses
 from django.core import mail
 from django.db import OperationalError
 from django.db import connection as db_connection
-from django.db.models import F, QuerySet
+from django.db.models import F
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
@@ -659,17 +659,16 @@ def test_rotated_pair_is_stored_through_a_brief_database_outage(
     due: JiraConnection, mocked: responses.RequestsMock, frozen: FakeClock
 ) -> None:
     mocked.post(TOKEN_URL, json=token_reply(1))
-    real_update = QuerySet.update
     failures = iter([OperationalError("database is locked")])
 
-    def flaky_update(self: QuerySet[Any], **values: Any) -> int:
-        if "access_token" in values:
+    def flaky_store(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if sql.startswith("UPDATE") and '"access_token" = ' in sql:
             error = next(failures, None)
             if error is not None:
                 raise error
-        return real_update(self, **values)
+        return execute(sql, params, many, context)
 
-    with mock.patch.object(QuerySet, "update", flaky_update):
+    with db_connection.execute_wrapper(flaky_store):
         result = refresh(due)
 
     assert result.outcome == RefreshOutcome.REFRESHED
