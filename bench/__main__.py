@@ -1,4 +1,4 @@
-"""`python -m bench [refresh|idle|queries|myjira|load ...] [--quick]`
+"""`python -m bench [refresh|idle|queries|myjira|load|cost ...] [--quick]`
 
 Starts a sandbox process, creates and migrates the bench database (BENCH_DATABASE_URL,
 default postgres://postgres@127.0.0.1:5432/bench_jiraconnect), runs the benchmarks,
@@ -32,7 +32,7 @@ from sandbox.testing import SandboxProcess
 
 def _runners(sandbox: SandboxProcess, *, quick: bool) -> dict[str, Callable[[], Outcome]]:
     # Imported once Django is set up: these modules import the portal's models.
-    from bench import idle, load, myjira, queries, refresh
+    from bench import cost, idle, load, myjira, queries, refresh
 
     if quick:
         return {
@@ -48,6 +48,9 @@ def _runners(sandbox: SandboxProcess, *, quick: bool) -> dict[str, Callable[[], 
             "queries": lambda: queries.measure(control=sandbox.client),
             "myjira": lambda: myjira.measure(control=sandbox.client, repeats=3),
             "load": lambda: load.measure(control=sandbox.client, seconds=3),
+            "cost": lambda: cost.measure(
+                control=sandbox.client, connections=2000, validate_after=200, validate_before=20
+            ),
         }
     return {
         "refresh": lambda: refresh.measure(sandbox),
@@ -55,6 +58,7 @@ def _runners(sandbox: SandboxProcess, *, quick: bool) -> dict[str, Callable[[], 
         "queries": lambda: queries.measure(control=sandbox.client),
         "myjira": lambda: myjira.measure(control=sandbox.client),
         "load": lambda: load.measure(control=sandbox.client),
+        "cost": lambda: cost.measure(control=sandbox.client),
     }
 
 
