@@ -1,4 +1,4 @@
-"""`python -m bench [refresh|idle|queries|myjira|load|webhooks ...] [--quick]`
+"""`python -m bench [refresh|idle|queries|myjira|load|webhooks|cost ...] [--quick]`
 
 Starts a sandbox process, creates and migrates the bench database (BENCH_DATABASE_URL,
 default postgres://postgres@127.0.0.1:5432/bench_jiraconnect), runs the benchmarks,
@@ -32,7 +32,7 @@ from sandbox.testing import SandboxProcess
 
 def _runners(sandbox: SandboxProcess, *, quick: bool) -> dict[str, Callable[[], Outcome]]:
     # Imported once Django is set up: these modules import the portal's models.
-    from bench import idle, load, myjira, queries, refresh, webhooks
+    from bench import cost, idle, load, myjira, queries, refresh, webhooks
 
     if quick:
         return {
@@ -49,6 +49,9 @@ def _runners(sandbox: SandboxProcess, *, quick: bool) -> dict[str, Callable[[], 
             "myjira": lambda: myjira.measure(control=sandbox.client, repeats=3),
             "load": lambda: load.measure(control=sandbox.client, seconds=3),
             "webhooks": lambda: webhooks.measure(seconds=2, jira_connections=50),
+            "cost": lambda: cost.measure(
+                control=sandbox.client, connections=2000, validate_after=200, validate_before=20
+            ),
         }
     return {
         "refresh": lambda: refresh.measure(sandbox),
@@ -57,6 +60,7 @@ def _runners(sandbox: SandboxProcess, *, quick: bool) -> dict[str, Callable[[], 
         "myjira": lambda: myjira.measure(control=sandbox.client),
         "load": lambda: load.measure(control=sandbox.client),
         "webhooks": lambda: webhooks.measure(),
+        "cost": lambda: cost.measure(control=sandbox.client),
     }
 
 

@@ -50,9 +50,11 @@ def connections(
     tokens_issued_at: datetime | None = None,
     statuses: Sequence[str] | None = None,
     next_attempt_at: Sequence[datetime | None] | None = None,
+    fields: Sequence[dict[str, Any]] = (),
 ) -> list[JiraConnection]:
     """One connection per (owner, grant). `grants` are the sandbox's token answers
-    ({"account_id", "access_token", "refresh_token"}) or look-alikes."""
+    ({"account_id", "access_token", "refresh_token"}) or look-alikes; `fields`, if given
+    one per row, set any field on top (timestamps drawn per connection)."""
     now = timezone.now()
     issued = tokens_issued_at or now - timedelta(hours=1)
     rows = []
@@ -77,6 +79,9 @@ def connections(
                 next_attempt_at=next_attempt_at[index] if next_attempt_at else None,
             )
         )
+    for row, values in zip(rows, fields, strict=bool(fields)):
+        for name, value in values.items():
+            setattr(row, name, value)
     return JiraConnection.objects.bulk_create(rows, batch_size=BATCH)
 
 

@@ -1,6 +1,6 @@
 """The benchmarks' code still runs (`make bench` is not part of CI).
 
-The query-count benchmark runs on a tiny scale against an in-process sandbox; the
+The query-count and cost benchmarks run on a tiny scale against an in-process sandbox; the
 parsers of the load benchmark read a real wrk report; the production environment the
 bench gives the portal passes the settings' own checks. No timing is asserted anywhere.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from django.contrib.sessions.models import Session
 
-from bench import queries
+from bench import cost, queries
 from bench.harness import (
     BASE_DIR,
     BenchError,
@@ -36,7 +36,14 @@ from sandbox.testing import SandboxClient
 
 @pytest.fixture
 def sandbox(settings: Any) -> Iterator[Sandbox]:
-    with Sandbox(SandboxConfig(port=0)) as server:
+    # The portal's own credentials: the cost benchmark refreshes tokens.
+    config = SandboxConfig(
+        port=0,
+        client_id=settings.ATLASSIAN_CLIENT_ID,
+        client_secret=settings.ATLASSIAN_CLIENT_SECRET,
+        redirect_uri=settings.ATLASSIAN_REDIRECT_URI,
+    )
+    with Sandbox(config) as server:
         settings.ATLASSIAN_AUTH_URL = server.url
         settings.ATLASSIAN_API_URL = server.url
         yield server
@@ -60,6 +67,24 @@ def test_query_benchmark_finds_pages_cost_the_same_queries_with_more_connections
     recorded = json.dumps(pages)
     assert "'?'" in recorded
     assert all(session.session_key not in recorded for session in Session.objects.all())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cost_benchmark_simulates_the_day_the_real_refresh_runs_cost(sandbox: Sandbox) -> None:
+    with closing(SandboxClient(sandbox.url, sandbox.config)) as control:
+        outcome = cost.measure(control=control, connections=300, validate_after=100, validate_before=10)
+
+    # The simulated day agrees with the real refresh_tokens runs and Jira calls, both policies.
+    for policy in ("after", "before"):
+        check = outcome.data["validation"][policy]
+        assert check["differences"] == dict.fromkeys(check["differences"], 0), check
+        assert check["replayed"]["token_calls"] > 0
+    days = outcome.data["days"]
+    assert days["after"]["per_idle_connection_max"] == 1
+    assert days["after"]["audit_rows"].get("refreshed", 0) == 0
+    assert days["before"]["audit_rows"][cost.EMULATED_REFRESHED] == days["before"]["token_calls"]
+    assert days["after"]["token_calls"] < days["before"]["token_calls"] / 10
+    assert all(row.met for row in outcome.rows if row.met is not None)
 
 
 WRK_REPORT = """Running 10s test @ http://127.0.0.1:8123/settings/
