@@ -22,8 +22,9 @@ from django.db.models import Case, Count, IntegerField, Max, Q, QuerySet, Value,
 
 from integrations.models import JiraWebhook, WebhookStatus
 
-# Under this much life left, extension has failed for days: the admin calls it unhealthy.
-ALERT_WHEN_LEFT = timedelta(days=10)
+# Under this much life left, extension has failed for days (an idle connection's are
+# extended from 12 days left, lifecycle.webhooks): the admin calls it unhealthy.
+ALERT_WHEN_LEFT = timedelta(days=7)
 # Never registered this long after its row was made: unhealthy too.
 PENDING_ALERT = timedelta(hours=1)
 

@@ -18,7 +18,8 @@ reported). `site_webhooks_sync` does one site, under a claim:
    other untracked one is deleted (an old filter), freeing the limit;
 3. register what is missing, inside the limit; per-webhook errors are recorded on the
    row and retried with backoff;
-4. extend every webhook with less than EXTEND_WHEN_LEFT to live;
+4. extend every webhook with less than EXTEND_WHEN_LEFT to live (an idle connection's
+   site is only looked at from EXTEND_IDLE_WHEN_LEFT: the look costs it a refresh);
 5. release the claim and set the next look: daily at the latest, sooner for a backoff.
 
 Entry points: `webhooks_maintain` (the scheduled run), `connection_webhooks_sync`
@@ -67,11 +68,16 @@ EVENTS = (
 )
 MAX_PER_SITE = 5
 LIFETIME = timedelta(days=30)
-# Extended with two thirds of the 30 days left: ten daily chances before one expires.
+# A connection in use has a valid access token anyway: its webhooks are extended with two
+# thirds of their 30 days left, ten daily chances before one expires.
 EXTEND_WHEN_LEFT = timedelta(days=20)
+# An idle connection's access token has long expired, so extending buys it a refresh (which
+# also serves as its keep-alive, lifecycle.due). Waiting until 12 days are left makes that
+# one refresh every 18 days instead of every 10, still with twelve days of retries.
+EXTEND_IDLE_WHEN_LEFT = timedelta(days=12)
 # Listed this often while the connection's access token is valid anyway (it is in use):
 # a webhook Atlassian dropped is noticed within a day. Idle connections are listed at
-# each extension, every ten days, so the check never costs them a token refresh.
+# each extension, so the check never costs them a token refresh of its own.
 VERIFY_EVERY = timedelta(days=1)
 CLAIM_LEASE = timedelta(minutes=2)
 BACKOFF_BASE = timedelta(minutes=5)
@@ -237,11 +243,11 @@ def _sync(*, site_id: int, counts: WebhookCounts) -> datetime:
         cloud_id=site.cloud_id, site_url=site.url, tokens=ConnectionTokens(connection_id=connection.pk, upkeep=True)
     )
     token_valid = connection.access_token_expires_at is not None and connection.access_token_expires_at > now
-    if not token_valid and not _work_due(rows, now=now):
+    if not token_valid and not _work_due(rows, now=now, extend_when_left=EXTEND_IDLE_WHEN_LEFT):
         # The daily check rides only on a token that is still valid (a connection in use):
         # it never buys an idle connection a refresh. Idle ones are checked when their
-        # webhooks are next extended, every ten days.
-        return _next_check(rows, now=now)
+        # webhooks next need extending, every 18 days.
+        return _next_check(rows, now=now, extend_when_left=EXTEND_IDLE_WHEN_LEFT)
     try:
         listed = client.list_webhooks()
     except _CALL_ERRORS as exc:
@@ -257,12 +263,13 @@ def _sync(*, site_id: int, counts: WebhookCounts) -> datetime:
     return _next_check(rows, now=now)
 
 
-def _work_due(rows: list[JiraWebhook], *, now: datetime) -> bool:
-    """Anything to register or extend now (not merely the daily check)."""
+def _work_due(rows: list[JiraWebhook], *, now: datetime, extend_when_left: timedelta) -> bool:
+    """Anything to register, or to extend with under `extend_when_left` left, now (not
+    merely the daily check)."""
     for row in rows:
         if row.status == WebhookStatus.FAILING and row.next_attempt_at is not None and row.next_attempt_at > now:
             continue
-        if row.webhook_id is None or row.expires_at is None or row.expires_at - now < EXTEND_WHEN_LEFT:
+        if row.webhook_id is None or row.expires_at is None or row.expires_at - now < extend_when_left:
             return True
     return False
 
@@ -455,13 +462,15 @@ def _fail_all(rows: list[JiraWebhook], *, message: str, counts: WebhookCounts, n
     return _next_check(rows, now=now)
 
 
-def _next_check(rows: list[JiraWebhook], *, now: datetime) -> datetime:
+def _next_check(
+    rows: list[JiraWebhook], *, now: datetime, extend_when_left: timedelta = EXTEND_WHEN_LEFT
+) -> datetime:
     times = [now + VERIFY_EVERY]
     for row in rows:
         if row.status == WebhookStatus.FAILING and row.next_attempt_at is not None:
             times.append(row.next_attempt_at)
         elif row.webhook_id is not None and row.expires_at is not None:
-            times.append(row.expires_at - EXTEND_WHEN_LEFT)
+            times.append(row.expires_at - extend_when_left)
     return max(now, min(times))
 
 

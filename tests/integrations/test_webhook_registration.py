@@ -21,7 +21,7 @@ from integrations.lifecycle.webhooks import (
 )
 from integrations.models import JiraConnection, JiraSite, JiraWebhook, WebhookSlot, WebhookStatus
 from tests.support.accounts import logged_in
-from tests.support.atlassian import token_reply
+from tests.support.atlassian import TOKEN_URL, token_reply
 from tests.support.clock import FakeClock, install_clock
 from tests.support.connections import ConnectionFactory
 from tests.support.oauth import SITE_A, connect
@@ -246,6 +246,30 @@ def test_webhooks_with_under_20_days_left_are_extended(
         "2031-05-01T00:00:00+00:00"
     }
     assert all(r.last_extended_at == clock.now() for r in rows(connection).values())
+
+
+def test_an_idle_connections_webhooks_wait_until_12_days_left_since_extending_buys_a_refresh(
+    alice: User, make_connection: ConnectionFactory, mocked: responses.RequestsMock, clock: FakeClock
+) -> None:
+    connection = webhook_connection(make_connection, alice, access_token_expires_at=clock.now() - timedelta(days=3))
+    expiry = clock.now() + timedelta(days=13)
+    registered(connection, expires_at=expiry)
+
+    counts = site_webhooks_sync(site_id=only_site(connection).pk)
+
+    # No token refresh, no Jira call: the look is put off to 12 days before expiry.
+    assert len(mocked.calls) == 0
+    assert counts.extended == 0
+    assert only_site(connection).webhooks_next_check_at == clock.now() + timedelta(days=1)
+    clock.current += timedelta(days=1, minutes=1)
+    mocked.post(TOKEN_URL, json=token_reply(7, scope=" ".join(SCOPES_WITH_WEBHOOKS)))
+    mocked.get(HOOKS, json=page(listed(1001, ASSIGNEE, expires=None), listed(1002, REPORTER, expires=None)))
+    mocked.put(REFRESH, json={"expirationDate": "2031-05-01T00:00:00.000+0000"})
+
+    counts = site_webhooks_sync(site_id=only_site(connection).pk)
+
+    assert counts.extended == 2
+    assert [call.request.url for call in mocked.calls].count(TOKEN_URL) == 1
 
 
 def test_a_failed_extension_keeps_the_webhook_and_is_retried(

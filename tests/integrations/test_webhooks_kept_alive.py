@@ -78,12 +78,14 @@ def test_sixty_days_of_scheduled_runs_never_let_a_webhook_expire(
     assert {row.webhook_id for row in rows} == set(jira.sites[CLOUD])
     assert all(row.expires_at is not None and row.expires_at > clock.now() for row in rows)
     assert registered == 3  # two at the start, one after Jira forgot it
-    assert extended >= 2 * 4  # every ten days or so, both of them
-    # The cost: an idle connection's webhooks are looked at when they need extending, not
-    # daily; each look refreshes the token once, and nothing keeps the connection warm.
+    # Both of them at about days 18 and 36 and 54, less the one Jira forgot (registered anew).
+    assert extended >= 5
+    # The cost: an idle connection's webhooks are looked at when they need extending (12
+    # days left: every 18 days), not daily; each look refreshes the token once, that
+    # refresh is also its keep-alive, and nothing keeps the connection warm.
     token_calls = sum(1 for call in mocked.calls if call.request.url == TOKEN_URL)
-    assert jira.calls["GET"] <= 10, jira.calls
-    assert token_calls <= 12, token_calls
+    assert jira.calls["GET"] <= 4, jira.calls
+    assert token_calls <= DAYS // 18, token_calls
 
 
 def test_the_run_reports_what_it_did_to_webhooks(
