@@ -411,7 +411,7 @@ class BatchClaimer:
         rows = (
             JiraConnection.objects.exclude(status=ConnectionStatus.NEEDS_RECONNECT)
             .filter(condition, lease_free(now=now))
-            .order_by(*_range_column(condition))
+            .order_by(self.rule.CLAIM_ORDER[branch])
         )
         if not self.ignore_backoff:
             rows = rows.filter(not_backing_off(now=now))
@@ -478,18 +478,6 @@ def _read(*, connection_id: int) -> ClaimedRow | None:
         cursor.execute(sql, [connection_id])
         values = cursor.fetchone()
     return None if values is None else _claimed_row(values)
-
-
-def _range_column(branch: Q) -> list[str]:
-    """The column a branch's upper bound ranges on (`access_token_expires_at__lte=…` →
-    access_token_expires_at): claimed in its order, soonest expiry (or longest idle, or
-    longest failing) first. Nothing for a branch without such a bound."""
-    if branch.negated:
-        return []
-    for child in branch.children:
-        if isinstance(child, tuple) and child[0].endswith("__lte"):
-            return [child[0].removesuffix("__lte")]
-    return []
 
 
 def _unclaimed_outcome(*, connection_id: int) -> RefreshResult:

@@ -462,9 +462,7 @@ def _fail_all(rows: list[JiraWebhook], *, message: str, counts: WebhookCounts, n
     return _next_check(rows, now=now)
 
 
-def _next_check(
-    rows: list[JiraWebhook], *, now: datetime, extend_when_left: timedelta = EXTEND_WHEN_LEFT
-) -> datetime:
+def _next_check(rows: list[JiraWebhook], *, now: datetime, extend_when_left: timedelta = EXTEND_WHEN_LEFT) -> datetime:
     times = [now + VERIFY_EVERY]
     for row in rows:
         if row.status == WebhookStatus.FAILING and row.next_attempt_at is not None:

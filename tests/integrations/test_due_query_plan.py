@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 from django.db import connection as db_connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from integrations.lifecycle.due import connections_due
+from integrations.lifecycle.due import DEFAULT_RULE, connections_due
+from integrations.lifecycle.refresh import CLAIM_LEASE, BatchClaimer
+from integrations.models import JiraConnection
 
 pytestmark = pytest.mark.django_db
 
@@ -39,3 +42,28 @@ def test_due_query_is_one_index_range_scan_per_due_condition(options: dict[str, 
     else:
         assert f"SCAN {table}" not in plan, plan
         assert len(re.findall(rf"SEARCH {table} USING INDEX conn_due_\w+_idx \(", plan)) == 3, plan
+
+
+@pytest.mark.parametrize(
+    ("branch", "index"),
+    [(0, "conn_due_warm_idx"), (1, "conn_due_idle_idx"), (2, "conn_due_retry_idx")],
+    ids=["warm", "keep-alive", "retry"],
+)
+def test_each_batch_claim_is_ordered_by_and_reads_its_own_branchs_index(branch: int, index: str) -> None:
+    # Ordered by expiry, the warm claim once made PostgreSQL walk conn_due_expiry_idx, whose
+    # range holds every idle connection (their tokens have all expired): at 100,000
+    # connections 250 ms a claim (bench `idle`). The planner only chooses that on a table
+    # like production's, so the order itself is checked: the index's leading column.
+    (found,) = [candidate for candidate in JiraConnection._meta.indexes if candidate.name == index]
+    assert DEFAULT_RULE.CLAIM_ORDER[branch] == found.fields[0]
+    if db_connection.vendor != "postgresql":
+        return  # batch claims are PostgreSQL's
+    now = timezone.now()
+    statement = BatchClaimer(rule=DEFAULT_RULE)._compile(branch=branch, now=now)
+    with db_connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {statement.sql}", [uuid.uuid4(), now + CLAIM_LEASE, *statement.params_at(now), 32])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    scans = re.findall(r"(?:Index Scan(?: Backward)? using|Bitmap Index Scan on) (\w+)", plan)
+    assert [name for name in scans if name.startswith("conn_")] == [index], plan
