@@ -86,13 +86,9 @@ class JiraConnection(models.Model):
         indexes: ClassVar[list[models.Index]] = [
             # refresh_tokens finds due work through these, one range scan per branch of
             # the due rule (lifecycle.due): cost grows with the due rows, not the table.
-            # Expiry alone: the admin's expiry filter. Never the order of a due claim (see
-            # DueRule.CLAIM_ORDER): 99 % of connections, the idle ones, lie in its range.
-            models.Index(
-                fields=["access_token_expires_at"],
-                name="conn_due_expiry_idx",
-                condition=~Q(status="needs_reconnect"),
-            ),
+            # No index leads with the access token's expiry: idle connections' tokens have
+            # all expired, so its range is nearly the whole table, and PostgreSQL used it to
+            # order the warm claim (250 ms a claim at 100,000 connections, docs/benchmarks.md).
             models.Index(
                 fields=["tokens_issued_at"],
                 name="conn_due_idle_idx",

@@ -45,12 +45,11 @@ class DueRule:
             retry if self.ignore_backoff else retry & Q(next_attempt_at__lte=now),
         ]
 
-    # What each branch's batch claim is ordered by: the column its partial index leads
-    # with, so the claim reads that branch's range and nothing else. Ordered by expiry, the
-    # warm branch let PostgreSQL walk conn_due_expiry_idx through every idle connection
-    # (their access tokens have all expired, by design): 250 ms a claim at 100,000
-    # connections, 0.6 ms in index order (docs/benchmarks.md, `idle`).
-    CLAIM_ORDER = ("last_used_at", "tokens_issued_at", "next_attempt_at")
+    # What each branch's batch claim is ordered by, most urgent first: soonest expiry,
+    # longest idle, longest failing. Each is a column of the branch's partial index, and no
+    # other index leads with it (tests/integrations/test_due_query_plan.py): an index on the
+    # expiry alone let PostgreSQL order the warm claim by walking every idle connection.
+    CLAIM_ORDER = ("access_token_expires_at", "tokens_issued_at", "next_attempt_at")
 
     def filter(self, *, now: datetime) -> Q:
         """Due; a warm or idle connection still waits out a backoff (`not_backing_off`)."""
