@@ -74,6 +74,20 @@ class SiteWebhookHealth:
         return self.state.label
 
 
+# The columns webhook_health reads (with the keys to group rows by site): enough for
+# `only()` when the rows come with other models.
+HEALTH_FIELDS = (
+    "site_id",
+    "connection_id",
+    "webhook_id",
+    "status",
+    "expires_at",
+    "last_delivery_at",
+    "last_error",
+    "next_attempt_at",
+)
+
+
 def webhook_health(*, webhooks: Iterable[JiraWebhook], now: datetime) -> SiteWebhookHealth | None:
     """One site's webhooks summed up: the worst state, the soonest expiry, the latest
     delivery and error. None when the site has none."""

@@ -16,7 +16,14 @@ from datetime import date, datetime, timedelta
 from django.db.models import Count, F, Max, Min
 
 from integrations.models import CONSENT_LIFETIME, ConnectionStatus, JiraConnection, JiraSite, JiraWebhook
-from integrations.webhook_health import Health, SiteWebhookHealth, sites_by_health, unhealthy, webhook_health
+from integrations.webhook_health import (
+    HEALTH_FIELDS,
+    Health,
+    SiteWebhookHealth,
+    sites_by_health,
+    unhealthy,
+    webhook_health,
+)
 from monitoring.models import LATENCY_BUCKETS, LATENCY_SUM, DailyCount, Kind
 from monitoring.recorder import refresh_last_success
 
@@ -279,19 +286,6 @@ def _deadlines(*, now: datetime) -> tuple[list[ConnectionLine], int]:
     return lines, upcoming.count()
 
 
-# What webhook_health reads; `only` keeps the connection's token columns out of the query.
-HEALTH_FIELDS = (
-    "site_id",
-    "connection_id",
-    "webhook_id",
-    "status",
-    "expires_at",
-    "last_delivery_at",
-    "last_error",
-    "next_attempt_at",
-)
-
-
 def _webhooks(*, now: datetime) -> WebhookFleet:
     by_health = sites_by_health(now=now)
     needing_look = JiraWebhook.objects.filter(unhealthy(now=now))
@@ -311,7 +305,7 @@ def _webhooks(*, now: datetime) -> WebhookFleet:
     rows = (
         JiraWebhook.objects.filter(site_id__in=shown_sites)
         .select_related("site", "connection__user")
-        .only(*HEALTH_FIELDS, "site__name", "site__url", "connection__user__email")
+        .only(*HEALTH_FIELDS, "site__name", "site__url", "connection__user__email")  # no token column
     )
     by_site: dict[int, list[JiraWebhook]] = defaultdict(list)
     for row in rows:

@@ -26,8 +26,7 @@ No step holds a database connection while Atlassian answers: the path hands it b
 
 Entry points, one per caller:
 - connection_refresh_if_due: the scheduled run (lifecycle.run), one connection at a time;
-- BatchClaimer (claim_due for one claim) + connection_refresh_claimed: the scheduled run
-  on PostgreSQL, in batches;
+- BatchClaimer + connection_refresh_claimed: the scheduled run on PostgreSQL, in batches;
 - connection_refresh_now: staff's "Refresh now" (admin), unconditional, audited;
 - connection_refresh_for_access: the access path (lifecycle.access), when the token
   is about to expire or Jira rejected it.
@@ -108,7 +107,7 @@ _READ_FIELDS = ("id", "user", "account_id", "refresh_token", "scopes", "status",
 @dataclass(frozen=True)
 class ClaimedRow:
     """A connection as read under its claim (step 2), by the claim itself on PostgreSQL's
-    batch path (claim_due's RETURNING) or by a SELECT after the one-row claim."""
+    batch path (BatchClaimer's RETURNING) or by a SELECT after the one-row claim."""
 
     connection_id: int
     user_id: int
@@ -171,7 +170,7 @@ def connection_refresh_now(*, connection_id: int, staff: User) -> RefreshResult:
 
 
 def connection_refresh_claimed(*, row: ClaimedRow, claim: uuid.UUID) -> RefreshResult:
-    """The batch run's refresh of a connection claim_due has already claimed with `claim`
+    """The batch run's refresh of a connection BatchClaimer has already claimed with `claim`
     and read (`row`): everything after the read, exactly as connection_refresh_if_due.
     Raises ConfigurationError when Atlassian refuses our client credentials."""
     return _observed(
@@ -182,7 +181,7 @@ def connection_refresh_claimed(*, row: ClaimedRow, claim: uuid.UUID) -> RefreshR
 
 
 def connection_release(*, connection_id: int, claim: uuid.UUID) -> None:
-    """Give back a claim taken by claim_due that will not be refreshed (the run stopped)."""
+    """Give back a claim taken by BatchClaimer that will not be refreshed (the run stopped)."""
     _release(connection_id=connection_id, claim=claim)
 
 
@@ -248,18 +247,15 @@ def _claim_and_refresh(
 def _refresh_claimed(*, connection_id: int, claim: uuid.UUID, actor: Actor, actor_user: User | None) -> RefreshResult:
     """Steps 2-4 for a connection this worker holds the claim `claim` on."""
     try:
+        # The database gone: the error goes up, and the claim lapses after CLAIM_LEASE.
         row = _read(connection_id=connection_id)
-    except Exception:
-        # The database gone: the claim stays and lapses after CLAIM_LEASE (as below).
+    finally:
+        # Atlassian may take the whole read timeout to answer: the pool's few connections
+        # serve other workers meanwhile.
         hand_back_connection()
-        raise
     if row is None:
         # Deleted (disconnected) since the claim: nothing to refresh or release.
-        hand_back_connection()
         return RefreshResult(connection_id, RefreshOutcome.GONE)
-    # Atlassian may take the whole read timeout to answer: the pool's few connections
-    # serve other workers meanwhile.
-    hand_back_connection()
     return _refresh_held(row=row, claim=claim, actor=actor, actor_user=actor_user)
 
 
@@ -332,22 +328,6 @@ def _claim(*, connection_id: int, claim: uuid.UUID, due: DueCondition | None, ig
         rows = rows.filter(not_backing_off(now=now))
     rows = rows.filter(lease_free(now=now))
     return rows.update(claim_id=claim, claimed_until=now + CLAIM_LEASE) == 1
-
-
-def claim_due(
-    *,
-    rule: DueRule,
-    branch: int,
-    size: int,
-    claim: uuid.UUID,
-    ignore_backoff: bool = False,
-    user_email: str | None = None,
-) -> list[ClaimedRow]:
-    """Claim up to `size` connections due by branch `branch` of `rule` for `claim`, in one
-    statement (PostgreSQL only), and return them as read under the claim. A run that
-    claims again and again keeps one BatchClaimer instead."""
-    claimer = BatchClaimer(rule=rule, ignore_backoff=ignore_backoff, user_email=user_email)
-    return claimer.claim(branch=branch, size=size, claim=claim)
 
 
 @dataclass(frozen=True)
