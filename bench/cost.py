@@ -59,10 +59,11 @@ from integrations.lifecycle import access
 from integrations.lifecycle import run as refresh_run
 from integrations.lifecycle.consent import WARNINGS, consent_warnings_send
 from integrations.lifecycle.due import DueRule, connections_due, expired
-from integrations.lifecycle.refresh import RefreshOutcome, RefreshResult, connection_refresh_for_access
+from integrations.lifecycle.refresh import RefreshOutcome
 from integrations.models import ConnectionEvent, EventKind, JiraConnection, JiraSite
 from sandbox.testing import SandboxClient
 from tests.support.clock import FakeClock
+from tests.support.refreshes import on_demand_refreshes
 
 CONNECTIONS = 100_000
 USED_SHARE = 0.01
@@ -215,17 +216,6 @@ def _seed(
     return [r.pk for r in rows], [r.pk for r, m in zip(rows, members, strict=True) if m.used]
 
 
-def _lookalike_grants(count: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "account_id": f"557058:cost-{n:06d}",
-            "access_token": seed.fake_token(900),
-            "refresh_token": seed.fake_token(600),
-        }
-        for n in range(count)
-    ]
-
-
 def _events_by_kind() -> Counter[str]:
     return Counter(dict(ConnectionEvent.objects.values_list("kind").annotate(n=Count("pk"))))
 
@@ -277,7 +267,7 @@ def simulate_day(members: Sequence[Member], *, policy: Policy, lifetime: timedel
     reset_data()
     started = time.monotonic()
     start = timezone.now().replace(microsecond=0)
-    grants = _lookalike_grants(len(members))
+    grants = seed.fake_grants(len(members), prefix="557058:cost-")
     ids, used_ids = _seed(members, policy=policy, start=start, lifetime=lifetime, grants=grants)
     day = DayCounts(connections=len(ids), used=len(used_ids), used_ids=frozenset(used_ids))
     day.seed_seconds = time.monotonic() - started
@@ -330,21 +320,6 @@ def _simulated_time(start: datetime) -> Iterator[FakeClock]:
         yield fake
 
 
-@contextmanager
-def _counted_on_demand() -> Iterator[Counter[int]]:
-    """Refreshes a Jira call made itself (the access path's), per connection."""
-    counted: Counter[int] = Counter()
-
-    def counting(*, connection_id: int, rejected: bool = False) -> RefreshResult:
-        result = connection_refresh_for_access(connection_id=connection_id, rejected=rejected)
-        if result.outcome == RefreshOutcome.REFRESHED:
-            counted[connection_id] += 1
-        return result
-
-    with mock.patch.object(access, "connection_refresh_for_access", counting):
-        yield counted
-
-
 def _call_jira(connection_ids: Sequence[int]) -> None:
     for user in User.objects.filter(jira_connections__pk__in=connection_ids):
         for site in access.jira_for(user):
@@ -375,7 +350,7 @@ def replay_day(members: Sequence[Member], *, policy: Policy, control: SandboxCli
     with (
         override_settings(EMAIL_BACKEND=LOCMEM_EMAIL, ATLASSIAN_WEBHOOKS=False),
         _simulated_time(start) as fake,
-        _counted_on_demand() as on_demand,
+        on_demand_refreshes() as on_demand,
     ):
         for tick in range(TICKS):
             calls_before = control.counters()["refreshes"]

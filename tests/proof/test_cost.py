@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -26,11 +27,11 @@ from django.db import connections as db_connections
 from accounts.models import User
 from integrations.lifecycle import access
 from integrations.lifecycle import run as refresh_run
-from integrations.lifecycle.refresh import RefreshOutcome, RefreshResult
 from integrations.models import ConnectionEvent, ConnectionStatus, EventKind, JiraConnection
 from sandbox.testing import SandboxClient
 from tests.proof.harness import Seeded, StartSandbox, record, seed_connections, stopwatch
 from tests.support.clock import FakeClock, install_clock
+from tests.support.refreshes import on_demand_refreshes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,19 +83,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 @pytest.fixture
-def counted_waits(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
-    """Refreshes a Jira call had to wait for (the access path's own), per connection."""
-    waits: Counter[int] = Counter()
-    real = access.connection_refresh_for_access
-
-    def counting(*, connection_id: int, rejected: bool = False) -> RefreshResult:
-        result = real(connection_id=connection_id, rejected=rejected)
-        if result.outcome == RefreshOutcome.REFRESHED:
-            waits[connection_id] += 1
-        return result
-
-    monkeypatch.setattr(access, "connection_refresh_for_access", counting)
-    return waits
+def counted_waits() -> Iterator[Counter[int]]:
+    with on_demand_refreshes() as waits:
+        yield waits
 
 
 def test_a_day_costs_idle_connections_at_most_one_refresh_and_no_routine_audit_rows(
