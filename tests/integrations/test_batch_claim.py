@@ -30,7 +30,7 @@ from tests.support.atlassian import TOKEN_URL, token_reply
 from tests.support.clock import FakeClock, install_clock
 from tests.support.connections import ConnectionFactory, fresh
 
-EXPIRY_BRANCH = 0
+WARM_BRANCH = 0
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def claim_due(*, branch: int, size: int, claim: uuid.UUID, **options: Any) -> li
     return BatchClaimer(rule=DEFAULT_RULE, **options).claim(branch=branch, size=size, claim=claim)
 
 
-def claim(size: int, *, branch: int = EXPIRY_BRANCH, **options: Any) -> tuple[uuid.UUID, list[int]]:
+def claim(size: int, *, branch: int = WARM_BRANCH, **options: Any) -> tuple[uuid.UUID, list[int]]:
     claim_id = uuid.uuid4()
     rows = claim_due(branch=branch, size=size, claim=claim_id, **options)
     return claim_id, [row.connection_id for row in rows]
@@ -140,7 +140,7 @@ class TestClaimDue:
     ) -> None:
         (pk,) = due(make_connection, alice, frozen, 1)
         claim_id = uuid.uuid4()
-        (claimed,) = claim_due(branch=EXPIRY_BRANCH, size=1, claim=claim_id)
+        (claimed,) = claim_due(branch=WARM_BRANCH, size=1, claim=claim_id)
         mocked.post(TOKEN_URL, json=token_reply(1))
 
         result = connection_refresh_claimed(row=claimed, claim=claim_id)
@@ -160,9 +160,9 @@ class TestClaimDue:
         later = make_connection(alice, access_token_expires_at=frozen.now() + timedelta(hours=1)).pk
         claimer = BatchClaimer(rule=DEFAULT_RULE)
 
-        first = claimer.claim(branch=EXPIRY_BRANCH, size=10, claim=uuid.uuid4())
+        first = claimer.claim(branch=WARM_BRANCH, size=10, claim=uuid.uuid4())
         frozen.advance(hours=1)
-        second = claimer.claim(branch=EXPIRY_BRANCH, size=10, claim=uuid.uuid4())
+        second = claimer.claim(branch=WARM_BRANCH, size=10, claim=uuid.uuid4())
 
         assert ([row.connection_id for row in first], [row.connection_id for row in second]) == ([], [later])
 
@@ -191,7 +191,7 @@ def test_two_claimers_never_get_the_same_row(
     def claimer(n: int) -> None:
         try:
             start.wait(10)
-            while batch := claim_due(branch=EXPIRY_BRANCH, size=7, claim=uuid.uuid4()):
+            while batch := claim_due(branch=WARM_BRANCH, size=7, claim=uuid.uuid4()):
                 taken[n] += [row.connection_id for row in batch]
         finally:
             connections.close_all()
@@ -222,7 +222,7 @@ def test_a_row_locked_by_another_transaction_is_skipped_without_waiting(
 
     def other_claimer() -> None:
         try:
-            rows = claim_due(branch=EXPIRY_BRANCH, size=10, claim=uuid.uuid4())
+            rows = claim_due(branch=WARM_BRANCH, size=10, claim=uuid.uuid4())
             claimed.extend(row.connection_id for row in rows)
         finally:
             connections.close_all()
@@ -249,7 +249,7 @@ def test_the_claim_reads_the_rows_so_their_refresh_sends_only_the_store(
 ) -> None:
     connection = make_connection(alice, access_token_expires_at=frozen.now() - timedelta(minutes=1))
     claim_id = uuid.uuid4()
-    (claimed,) = claim_due(branch=EXPIRY_BRANCH, size=1, claim=claim_id)
+    (claimed,) = claim_due(branch=WARM_BRANCH, size=1, claim=claim_id)
     held: list[bool] = []
 
     def token_endpoint(request: Any) -> tuple[int, dict[str, str], str]:
